@@ -1,0 +1,245 @@
+//! Model artifacts: a restorer-only `model.safetensors` plus `manifest.json` (architecture,
+//! parameter count, sha256 of the weights, training metrics, source spec). Loading verifies
+//! the hash and the architecture before any weight is used.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+use candle::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::config::{JobSpec, Weights};
+use crate::model::{self, ArchConfig, Restorer};
+use crate::pb;
+use crate::{Error, Result};
+
+pub const WEIGHTS_FILE: &str = "model.safetensors";
+pub const MANIFEST_FILE: &str = "manifest.json";
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub name: String,
+    pub arch: ArchConfig,
+    pub parameters: u64,
+    /// Hex sha256 of `model.safetensors`.
+    pub sha256: String,
+    pub weights: Weights,
+    pub step: u64,
+    pub metrics: BTreeMap<String, f64>,
+    pub source_spec: Option<JobSpec>,
+    pub noiseda_version: String,
+    pub created_unix: u64,
+}
+
+/// What the exporter knows besides the tensors.
+pub struct ExportInfo {
+    pub name: String,
+    pub arch: ArchConfig,
+    pub weights: Weights,
+    pub step: u64,
+    pub metrics: BTreeMap<String, f64>,
+    pub source_spec: Option<JobSpec>,
+}
+
+fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    Ok(format!("{:x}", Sha256::digest(&bytes)))
+}
+
+/// Writes an artifact directory atomically (temp dir, then rename over `dir`).
+pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -> Result<Manifest> {
+    // The tensors must build the declared architecture exactly.
+    check_tensors(&info.arch, tensors)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    let tmp = parent.join(format!(
+        ".tmp-{}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model")
+    ));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let cpu: HashMap<String, Tensor> = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
+        .collect::<Result<_>>()?;
+    let weights_path = tmp.join(WEIGHTS_FILE);
+    candle::safetensors::save(&cpu, &weights_path)?;
+    let manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        name: info.name,
+        parameters: model::parameter_count(&info.arch)?,
+        arch: info.arch,
+        sha256: sha256_file(&weights_path)?,
+        weights: info.weights,
+        step: info.step,
+        metrics: info.metrics,
+        source_spec: info.source_spec,
+        noiseda_version: env!("CARGO_PKG_VERSION").to_string(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0),
+    };
+    let mpath = tmp.join(MANIFEST_FILE);
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises. This is a bug.");
+    std::fs::write(&mpath, json).map_err(|e| Error::io(&mpath, e))?;
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    Ok(manifest)
+}
+
+/// Builds the architecture from `tensors`, failing on a missing, extra or misshapen tensor.
+fn check_tensors(arch: &ArchConfig, tensors: &HashMap<String, Tensor>) -> Result<Restorer> {
+    let dev = tensors
+        .values()
+        .next()
+        .map(|t| t.device().clone())
+        .unwrap_or(Device::Cpu);
+    // Collect the names the architecture asks for.
+    let expected = {
+        let varmap = candle_nn::VarMap::new();
+        Restorer::new(
+            VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
+            arch,
+        )?;
+        let data = varmap.data().lock().expect("varmap lock. This is a bug.");
+        data.iter()
+            .map(|(n, v)| (n.clone(), v.dims().to_vec()))
+            .collect::<HashMap<_, _>>()
+    };
+    for (name, dims) in &expected {
+        match tensors.get(name) {
+            None => {
+                return Err(Error::Artifact(format!(
+                    "weights lack `{name}` required by {arch:?}"
+                )))
+            }
+            Some(t) if t.dims() != dims.as_slice() => {
+                return Err(Error::Artifact(format!(
+                    "`{name}` has shape {:?}, {arch:?} needs {dims:?}",
+                    t.dims()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {
+        return Err(Error::Artifact(format!(
+            "weights have `{extra}`, which {arch:?} does not use"
+        )));
+    }
+    let vb = VarBuilder::from_tensors(tensors.clone(), DType::F32, &dev);
+    Ok(Restorer::new(vb, arch)?)
+}
+
+/// A loaded, verified restorer ready for inference.
+pub struct LoadedModel {
+    pub manifest: Manifest,
+    pub net: Restorer,
+    pub device: Device,
+    pub dir: PathBuf,
+}
+
+/// Reads a manifest (from an artifact directory or the manifest file itself).
+pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        path.parent().unwrap_or(Path::new(".")).to_path_buf()
+    };
+    let mpath = dir.join(MANIFEST_FILE);
+    let text = std::fs::read_to_string(&mpath).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Error::Artifact(format!(
+                "{} has no {MANIFEST_FILE}; pass a model directory written by `noiseda train` or `noiseda export`",
+                dir.display()
+            ))
+        } else {
+            Error::io(&mpath, e)
+        }
+    })?;
+    let manifest: Manifest = serde_json::from_str(&text)
+        .map_err(|e| Error::Artifact(format!("{}: {e}", mpath.display())))?;
+    if manifest.format_version != FORMAT_VERSION {
+        return Err(Error::Artifact(format!(
+            "{} has format_version {}, this build reads {FORMAT_VERSION}",
+            mpath.display(),
+            manifest.format_version
+        )));
+    }
+    Ok((dir, manifest))
+}
+
+/// Loads and verifies an artifact onto `device`.
+pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
+    let (dir, manifest) = read_manifest(path)?;
+    let wpath = dir.join(WEIGHTS_FILE);
+    let actual = sha256_file(&wpath)?;
+    if actual != manifest.sha256 {
+        return Err(Error::Artifact(format!(
+            "sha256 of {} is {actual}, manifest says {}: the weights were changed or corrupted",
+            wpath.display(),
+            manifest.sha256
+        )));
+    }
+    manifest.arch.validate()?;
+    let tensors = candle::safetensors::load(&wpath, device)
+        .map_err(|e| Error::Artifact(format!("{}: {e}", wpath.display())))?;
+    let net = check_tensors(&manifest.arch, &tensors)?;
+    let params = model::parameter_count(&manifest.arch)?;
+    if params != manifest.parameters {
+        return Err(Error::Artifact(format!(
+            "manifest says {} parameters, {:?} has {params}",
+            manifest.parameters, manifest.arch
+        )));
+    }
+    Ok(LoadedModel {
+        manifest,
+        net,
+        device: device.clone(),
+        dir,
+    })
+}
+
+impl From<&ArchConfig> for pb::ArchConfig {
+    fn from(a: &ArchConfig) -> Self {
+        let arch = match a {
+            ArchConfig::UNet(c) => pb::arch_config::Arch::Unet(pb::UNetConfig {
+                width: c.width as u32,
+                depth: c.depth as u32,
+                slope: c.slope as f32,
+            }),
+            ArchConfig::DnCnn(c) => pb::arch_config::Arch::Dncnn(pb::DnCnnConfig {
+                layers: c.layers as u32,
+                features: c.features as u32,
+            }),
+        };
+        Self { arch: Some(arch) }
+    }
+}
+
+impl From<&Manifest> for pb::ModelInfo {
+    fn from(m: &Manifest) -> Self {
+        Self {
+            name: m.name.clone(),
+            arch: Some((&m.arch).into()),
+            parameters: m.parameters,
+            sha256: m.sha256.clone(),
+            weights: m.weights.as_str().to_string(),
+            step: m.step,
+            metrics: m.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+        }
+    }
+}

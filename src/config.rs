@@ -1,0 +1,588 @@
+//! The training job spec (TOML or JSON): typed sections with defaults, validated once with errors
+//! that name the offending key.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::ArchConfig;
+use crate::{Error, Result};
+
+/// A whole training job. Same fields as the gRPC `JobSpec`; unknown keys are an error.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Human-readable run name.
+    pub name: String,
+    /// Restoration task; decides the data normalisation (denoise: [0, 1]).
+    #[serde(default)]
+    pub task: Task,
+    /// Training method. `vanilla` = Charbonnier on synthetic pairs only.
+    #[serde(default)]
+    pub method: Method,
+    /// Seed of every random draw (init, crops, augmentation, noise).
+    #[serde(default)]
+    pub seed: u64,
+    /// `cpu` or `cuda:N`.
+    #[serde(default = "default_device")]
+    pub device: String,
+    /// Number of optimizer steps.
+    pub steps: u64,
+    pub restorer: RestorerSpec,
+    pub data: DataSpec,
+    #[serde(default)]
+    pub loss: LossSpec,
+    #[serde(default)]
+    pub optimizer: OptimizerSpec,
+    #[serde(default)]
+    pub ema: EmaSpec,
+    #[serde(default)]
+    pub checkpoint: CheckpointSpec,
+    #[serde(default)]
+    pub validation: ValidationSpec,
+    #[serde(default)]
+    pub export: ExportSpec,
+}
+
+fn default_device() -> String {
+    "cpu".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    #[default]
+    Denoise,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    #[default]
+    Vanilla,
+}
+
+/// The restorer: a preset name, or an explicit architecture.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RestorerSpec {
+    /// `unet-t`, `unet-s`, `unet-b` or `dncnn`.
+    pub preset: Option<String>,
+    /// `unet` or `dncnn` (instead of a preset).
+    pub arch: Option<String>,
+    /// U-Net base width (channels of the first level).
+    pub width: Option<usize>,
+    /// U-Net depth (levels, including the bottleneck).
+    pub depth: Option<usize>,
+    /// DnCNN number of conv layers.
+    pub layers: Option<usize>,
+    /// DnCNN feature channels.
+    pub features: Option<usize>,
+}
+
+impl RestorerSpec {
+    /// Resolves the preset or explicit fields into an architecture.
+    pub fn resolve(&self) -> Result<ArchConfig> {
+        match (&self.preset, &self.arch) {
+            (Some(_), Some(_)) => Err(Error::config(
+                "restorer",
+                "give either `preset` or `arch`, not both",
+            )),
+            (Some(p), None) => {
+                if self.width.is_some()
+                    || self.depth.is_some()
+                    || self.layers.is_some()
+                    || self.features.is_some()
+                {
+                    return Err(Error::config(
+                        "restorer",
+                        "size fields (width, depth, layers, features) need `arch`, not `preset`",
+                    ));
+                }
+                ArchConfig::preset(p).ok_or_else(|| {
+                    Error::config(
+                        "restorer.preset",
+                        format!(
+                            "unknown preset `{p}`; expected one of {}",
+                            ArchConfig::PRESETS.join(", ")
+                        ),
+                    )
+                })
+            }
+            (None, Some(a)) => {
+                let arch = match a.as_str() {
+                    "unet" => {
+                        if self.layers.is_some() || self.features.is_some() {
+                            return Err(Error::config(
+                                "restorer",
+                                "`layers`/`features` belong to dncnn; unet takes width and depth",
+                            ));
+                        }
+                        let base = crate::model::UNetConfig::default();
+                        ArchConfig::UNet(crate::model::UNetConfig {
+                            width: self.width.unwrap_or(base.width),
+                            depth: self.depth.unwrap_or(base.depth),
+                            slope: base.slope,
+                        })
+                    }
+                    "dncnn" => {
+                        if self.width.is_some() || self.depth.is_some() {
+                            return Err(Error::config(
+                                "restorer",
+                                "`width`/`depth` belong to unet; dncnn takes layers and features",
+                            ));
+                        }
+                        let base = crate::model::DnCnnConfig::default();
+                        ArchConfig::DnCnn(crate::model::DnCnnConfig {
+                            layers: self.layers.unwrap_or(base.layers),
+                            features: self.features.unwrap_or(base.features),
+                        })
+                    }
+                    other => {
+                        return Err(Error::config(
+                            "restorer.arch",
+                            format!("unknown arch `{other}`; expected `unet` or `dncnn`"),
+                        ))
+                    }
+                };
+                arch.validate()?;
+                Ok(arch)
+            }
+            (None, None) => Err(Error::config(
+                "restorer",
+                "missing `preset` (e.g. \"unet-t\") or `arch`",
+            )),
+        }
+    }
+}
+
+/// Where training and validation images come from.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DataSpec {
+    /// Square training patch side in pixels (multiple of 8).
+    #[serde(default = "default_patch")]
+    pub patch: usize,
+    /// Synthetic pairs per batch.
+    #[serde(default = "default_batch")]
+    pub batch: usize,
+    /// Batches prepared ahead by the loader thread (bounded queue).
+    #[serde(default = "default_prefetch")]
+    pub prefetch: usize,
+    /// Labelled (synthetic-domain) training pairs.
+    pub synthetic: SyntheticSpec,
+    /// Unlabeled real-domain degraded images (used by the adaptation methods).
+    pub real: Option<FolderSpec>,
+    /// Paired validation folders.
+    pub val: Option<PairedSpec>,
+}
+
+fn default_patch() -> usize {
+    64
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_prefetch() -> usize {
+    4
+}
+
+/// Synthetic pairs: a clean folder plus a degradation, or already-paired folders.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticSpec {
+    /// Folder of clean photos, degraded on the fly by `degradation`.
+    pub clean: Option<PathBuf>,
+    /// Degradation applied to crops of `clean`.
+    pub degradation: Option<Degradation>,
+    /// Degraded inputs of pre-made pairs (matched to `gt` by file name).
+    pub lq: Option<PathBuf>,
+    /// Targets of pre-made pairs.
+    pub gt: Option<PathBuf>,
+}
+
+/// A synthetic degradation recipe.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Degradation {
+    /// Additive white Gaussian noise, σ drawn per image uniformly from `sigma` (0–255 units),
+    /// not clipped (as the official code).
+    Awgn { sigma: [f32; 2] },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FolderSpec {
+    pub dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PairedSpec {
+    pub lq: PathBuf,
+    pub gt: PathBuf,
+    /// Use at most this many pairs (sorted by name); 0 = all.
+    #[serde(default)]
+    pub max_images: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LossSpec {
+    /// Charbonnier ε (the square is added inside the root).
+    #[serde(default = "default_charbonnier_eps")]
+    pub charbonnier_eps: f64,
+}
+
+fn default_charbonnier_eps() -> f64 {
+    1e-3
+}
+
+impl Default for LossSpec {
+    fn default() -> Self {
+        Self {
+            charbonnier_eps: default_charbonnier_eps(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    #[default]
+    Adam,
+    AdamW,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OptimizerSpec {
+    #[serde(default)]
+    pub kind: OptimizerKind,
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    #[serde(default = "default_betas")]
+    pub betas: [f64; 2],
+    #[serde(default = "default_adam_eps")]
+    pub eps: f64,
+    #[serde(default)]
+    pub weight_decay: f64,
+}
+
+fn default_lr() -> f64 {
+    1e-4
+}
+fn default_betas() -> [f64; 2] {
+    [0.9, 0.999]
+}
+fn default_adam_eps() -> f64 {
+    1e-8
+}
+
+impl Default for OptimizerSpec {
+    fn default() -> Self {
+        Self {
+            kind: OptimizerKind::Adam,
+            lr: default_lr(),
+            betas: default_betas(),
+            eps: default_adam_eps(),
+            weight_decay: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EmaSpec {
+    /// EMA decay; the effective decay warms up as min(decay, (1+step)/(10+step)).
+    #[serde(default = "default_ema_decay")]
+    pub decay: f64,
+}
+
+fn default_ema_decay() -> f64 {
+    0.999
+}
+
+impl Default for EmaSpec {
+    fn default() -> Self {
+        Self {
+            decay: default_ema_decay(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Save every N steps (and always at the end); 0 = only at the end.
+    #[serde(default = "default_ckpt_every")]
+    pub every: u64,
+    /// Keep the newest N checkpoints; 0 = keep all.
+    #[serde(default = "default_keep_last")]
+    pub keep_last: usize,
+}
+
+fn default_ckpt_every() -> u64 {
+    500
+}
+fn default_keep_last() -> usize {
+    3
+}
+
+impl Default for CheckpointSpec {
+    fn default() -> Self {
+        Self {
+            every: default_ckpt_every(),
+            keep_last: default_keep_last(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ValidationSpec {
+    /// Validate on `data.val` every N steps (and at the end); 0 = only at the end.
+    #[serde(default)]
+    pub every: u64,
+    /// Tile size for validation inference (0 = whole image).
+    #[serde(default)]
+    pub tile: usize,
+}
+
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Weights {
+    /// The optimizer's weights (what the paper evaluates).
+    #[default]
+    Raw,
+    /// The exponential moving average of the weights.
+    Ema,
+}
+
+impl Weights {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Weights::Raw => "raw",
+            Weights::Ema => "ema",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExportSpec {
+    /// Which weights the final model artifact holds.
+    #[serde(default)]
+    pub weights: Weights,
+}
+
+impl JobSpec {
+    /// Parses a spec from TOML, or JSON when the file ends in `.json`, and validates it.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let spec = if path.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text)
+                .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?
+        } else {
+            Self::from_toml(&text)
+                .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?
+        };
+        let mut spec: JobSpec = spec;
+        spec.resolve_paths(path.parent().unwrap_or(Path::new(".")));
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    /// Parses TOML without validating or resolving paths.
+    pub fn from_toml(text: &str) -> std::result::Result<Self, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a JobSpec always serialises. This is a bug.")
+    }
+
+    /// Makes relative data paths relative to the spec file's folder.
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let s = &mut self.data.synthetic;
+        for p in [&mut s.clean, &mut s.lq, &mut s.gt].into_iter().flatten() {
+            fix(p);
+        }
+        if let Some(r) = &mut self.data.real {
+            fix(&mut r.dir);
+        }
+        if let Some(v) = &mut self.data.val {
+            fix(&mut v.lq);
+            fix(&mut v.gt);
+        }
+    }
+
+    /// Checks every value once; errors name the key.
+    pub fn validate(&self) -> Result<()> {
+        if self.name.trim().is_empty() {
+            return Err(Error::config("name", "must not be empty"));
+        }
+        if self.steps == 0 {
+            return Err(Error::config("steps", "must be at least 1"));
+        }
+        crate::device::parse(&self.device).map_err(|e| Error::config("device", e.to_string()))?;
+        self.restorer.resolve()?;
+        let d = &self.data;
+        if d.patch < 8 || d.patch % 8 != 0 {
+            return Err(Error::config(
+                "data.patch",
+                format!("must be a positive multiple of 8, got {}", d.patch),
+            ));
+        }
+        if d.batch == 0 {
+            return Err(Error::config("data.batch", "must be at least 1"));
+        }
+        if d.prefetch == 0 {
+            return Err(Error::config("data.prefetch", "must be at least 1"));
+        }
+        let s = &d.synthetic;
+        match (&s.clean, &s.lq, &s.gt) {
+            (Some(_), None, None) => match &s.degradation {
+                None => return Err(Error::config(
+                    "data.synthetic.degradation",
+                    "a clean folder needs a degradation, e.g. { kind = \"awgn\", sigma = [0, 50] }",
+                )),
+                Some(Degradation::Awgn { sigma: [lo, hi] }) => {
+                    if !(lo.is_finite() && hi.is_finite()) || *lo < 0.0 || lo > hi {
+                        return Err(Error::config(
+                            "data.synthetic.degradation.sigma",
+                            format!("must be [low, high] with 0 <= low <= high, got [{lo}, {hi}]"),
+                        ));
+                    }
+                }
+            },
+            (None, Some(_), Some(_)) => {
+                if s.degradation.is_some() {
+                    return Err(Error::config(
+                        "data.synthetic.degradation",
+                        "only applies to `clean`; paired folders are already degraded",
+                    ));
+                }
+            }
+            _ => {
+                return Err(Error::config(
+                    "data.synthetic",
+                    "give either `clean` (+ `degradation`) or both `lq` and `gt`",
+                ))
+            }
+        }
+        let o = &self.optimizer;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(Error::config(
+                "optimizer.lr",
+                format!("must be > 0, got {}", o.lr),
+            ));
+        }
+        for (i, b) in o.betas.iter().enumerate() {
+            if !(0.0..1.0).contains(b) {
+                return Err(Error::config(
+                    format!("optimizer.betas[{i}]"),
+                    format!("must be in [0, 1), got {b}"),
+                ));
+            }
+        }
+        if !(o.eps > 0.0) {
+            return Err(Error::config("optimizer.eps", "must be > 0"));
+        }
+        if o.weight_decay < 0.0 {
+            return Err(Error::config("optimizer.weight_decay", "must be >= 0"));
+        }
+        if o.kind == OptimizerKind::Adam && o.weight_decay != 0.0 {
+            return Err(Error::config(
+                "optimizer.weight_decay",
+                "plain adam has no decoupled weight decay; use kind = \"adamw\"",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema.decay) {
+            return Err(Error::config(
+                "ema.decay",
+                format!("must be in [0, 1), got {}", self.ema.decay),
+            ));
+        }
+        if !(self.loss.charbonnier_eps > 0.0) {
+            return Err(Error::config("loss.charbonnier_eps", "must be > 0"));
+        }
+        if self.validation.tile != 0 && (self.validation.tile < 16 || self.validation.tile % 8 != 0)
+        {
+            return Err(Error::config(
+                "validation.tile",
+                "must be 0 (whole image) or a multiple of 8 of at least 16",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+name = "t"
+steps = 10
+[restorer]
+preset = "unet-t"
+[data.synthetic]
+clean = "imgs"
+degradation = { kind = "awgn", sigma = [0, 50] }
+"#;
+
+    #[test]
+    fn minimal_spec_gets_defaults() {
+        let spec = JobSpec::from_toml(MINIMAL).unwrap();
+        spec.validate().unwrap();
+        assert_eq!(spec.data.patch, 64);
+        assert_eq!(spec.optimizer.lr, 1e-4);
+        assert_eq!(spec.device, "cpu");
+        // Round trip through TOML keeps every field.
+        assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = MINIMAL.replace("steps = 10", "steps = 10\nstepz = 3");
+        let err = JobSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("stepz"), "{err}");
+        let text = MINIMAL.replace("[data.synthetic]", "[data.synthetic]\ncleen = \"x\"");
+        let err = JobSpec::from_toml(&text).unwrap_err().to_string();
+        assert!(err.contains("cleen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            ("steps = 10", "steps = 0", "steps"),
+            (
+                "preset = \"unet-t\"",
+                "preset = \"unet-x\"",
+                "restorer.preset",
+            ),
+            (
+                "sigma = [0, 50]",
+                "sigma = [50, 0]",
+                "data.synthetic.degradation.sigma",
+            ),
+            (
+                "[data.synthetic]",
+                "[data]\npatch = 60\n[data.synthetic]",
+                "data.patch",
+            ),
+            ("steps = 10", "steps = 10\ndevice = \"tpu\"", "device"),
+        ];
+        for (from, to, key) in cases {
+            let spec = JobSpec::from_toml(&MINIMAL.replace(from, to)).unwrap();
+            let err = spec.validate().unwrap_err().to_string();
+            assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Training and evaluation data: image I/O, folder datasets, degradations, crops and
+//! augmentation, and the loader thread that assembles seeded batches.
+
+pub mod augment;
+pub mod dataset;
+pub mod io;
+pub mod loader;
+
+pub use dataset::{CleanFolder, Pair, PairedFolder, TrainData, UnlabeledFolder};
+pub use io::{list_images, load_rgb, save_rgb, Image};
+pub use loader::{Batch, Loader};

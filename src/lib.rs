@@ -1,0 +1,18 @@
+//! noiseda: train image-restoration networks with Denoising as Adaptation (Liao et al.,
+//! ICLR 2025) on candle, evaluate them, and restore images with the exported models.
+
+pub mod artifact;
+pub mod config;
+pub mod data;
+pub mod demo;
+pub mod device;
+pub mod error;
+pub mod eval;
+pub mod infer;
+pub mod method;
+pub mod metrics;
+pub mod model;
+pub mod pb;
+pub mod train;
+
+pub use error::{Error, Result};

@@ -1,0 +1,340 @@
+//! The `noiseda` command line: parses arguments and calls the library.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use noiseda::config::{JobSpec, Weights};
+use noiseda::eval::{Degrade, EvalData, EvalOptions};
+use noiseda::infer::Tiling;
+use noiseda::metrics::Channel;
+use noiseda::model::ArchConfig;
+use noiseda::train::{self, TrainOptions};
+use noiseda::{artifact, demo, Result};
+
+#[derive(Parser)]
+#[command(
+    name = "noiseda",
+    version,
+    about = "Denoising as Adaptation: train, evaluate and run image restorers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train a Unet-T on the built-in CC0 photos and evaluate it (no downloads, CPU).
+    Demo {
+        /// Output directory (re-running continues from its checkpoints).
+        #[arg(long, default_value = "runs/demo")]
+        out: PathBuf,
+        /// Override the number of training steps.
+        #[arg(long)]
+        steps: Option<u64>,
+    },
+    /// Train a restorer from a job spec (TOML or JSON).
+    Train {
+        #[arg(long)]
+        config: PathBuf,
+        /// Output directory (default: runs/<name>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Continue from the newest checkpoint in the output directory.
+        #[arg(long)]
+        resume: bool,
+        /// Print the summary as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// PSNR/SSIM of a model over paired folders or over degraded clean photos.
+    Eval {
+        /// Model artifact directory (as written by train or export).
+        #[arg(long)]
+        model: PathBuf,
+        /// Degraded images (paired with --gt by file name).
+        #[arg(long, requires = "gt", conflicts_with_all = ["clean", "degrade"])]
+        noisy: Option<PathBuf>,
+        #[arg(long, requires = "noisy")]
+        gt: Option<PathBuf>,
+        /// Clean photos, degraded on the fly with --degrade.
+        #[arg(long, requires = "degrade")]
+        clean: Option<PathBuf>,
+        /// Degradation for --clean, e.g. awgn:25 (σ in 0–255 units).
+        #[arg(long, requires = "clean")]
+        degrade: Option<Degrade>,
+        /// Score the BT.601 luma channel instead of RGB.
+        #[arg(long)]
+        y_channel: bool,
+        /// Tiled inference with this tile size.
+        #[arg(long)]
+        tile: Option<usize>,
+        /// Seed of the synthetic degradation.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Use at most this many images (0 = all).
+        #[arg(long, default_value_t = 0)]
+        max_images: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an image file, or every image of a folder into an output folder.
+    Restore {
+        #[arg(long)]
+        model: PathBuf,
+        input: PathBuf,
+        output: PathBuf,
+        /// Tiled inference with this tile size (bounded memory on large images).
+        #[arg(long)]
+        tile: Option<usize>,
+        /// Overlap between tiles in pixels (default tile/4).
+        #[arg(long, requires = "tile")]
+        overlap: Option<usize>,
+    },
+    /// Export the restorer of a checkpoint directory as a model artifact.
+    Export {
+        #[arg(long)]
+        checkpoint: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, value_enum, default_value = "raw")]
+        weights: WeightsArg,
+    },
+    /// Restorer presets with parameter counts and GMACs at 128×128 (paper table A1.3).
+    Arch {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum WeightsArg {
+    Raw,
+    Ema,
+}
+
+fn tiling(tile: Option<usize>, overlap: Option<usize>) -> Result<Option<Tiling>> {
+    tile.map(|t| {
+        let mut tiling = Tiling::new(t);
+        if let Some(o) = overlap {
+            tiling.overlap = o;
+        }
+        tiling.validate().map(|_| tiling)
+    })
+    .transpose()
+}
+
+fn print_json<T: serde::Serialize>(v: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("report serialises")
+    );
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match cli.command {
+        Command::Demo { out, steps } => {
+            let (spec, clean) = demo::prepare(&out, steps)?;
+            let resume = train::checkpoint::latest(&out.join("checkpoints"))?.is_some();
+            eprintln!(
+                "training {} for {} steps on {} bundled photos -> {}",
+                spec.name,
+                spec.steps,
+                demo::PHOTOS.len(),
+                out.display()
+            );
+            let summary = train::run(
+                &spec,
+                &TrainOptions {
+                    out: out.clone(),
+                    resume,
+                    progress,
+                },
+            )?;
+            eprintln!(
+                "trained: final loss {:.5}, {:.3} s/step; evaluating on the photos with AWGN σ=25",
+                summary.final_loss, summary.seconds_per_step
+            );
+            let model = artifact::load(&summary.artifact, &candle::Device::Cpu)?;
+            let report = noiseda::eval::run(
+                &model,
+                &EvalData::Synthetic {
+                    clean,
+                    degrade: Degrade::Awgn(25.0),
+                },
+                &EvalOptions {
+                    channel: Channel::Rgb,
+                    tiling: None,
+                    seed: 0,
+                    max_images: 0,
+                    progress,
+                },
+            )?;
+            println!(
+                "demo: {} images, noisy input {:.2} dB / {:.4} -> restored {:.2} dB / {:.4} (PSNR / SSIM)",
+                report.images, report.input_psnr, report.input_ssim, report.psnr, report.ssim
+            );
+            println!("model artifact: {}", summary.artifact.display());
+        }
+        Command::Train {
+            config,
+            out,
+            resume,
+            json,
+        } => {
+            let spec = JobSpec::from_file(&config)?;
+            let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
+            let summary = train::run(
+                &spec,
+                &TrainOptions {
+                    out,
+                    resume,
+                    progress,
+                },
+            )?;
+            if json {
+                print_json(&summary);
+            } else {
+                println!(
+                    "trained {} steps (from {}), final loss {:.5}, {:.3} s/step, model {}",
+                    summary.steps,
+                    summary.start_step,
+                    summary.final_loss,
+                    summary.seconds_per_step,
+                    summary.artifact.display()
+                );
+                for (k, v) in &summary.metrics {
+                    println!("  {k} = {v:.4}");
+                }
+            }
+        }
+        Command::Eval {
+            model,
+            noisy,
+            gt,
+            clean,
+            degrade,
+            y_channel,
+            tile,
+            seed,
+            max_images,
+            json,
+        } => {
+            let data = match (noisy, gt, clean, degrade) {
+                (Some(lq), Some(gt), None, None) => EvalData::Paired { lq, gt },
+                (None, None, Some(clean), Some(degrade)) => EvalData::Synthetic { clean, degrade },
+                _ => {
+                    return Err(noiseda::Error::InvalidArgument(
+                        "give --noisy DIR --gt DIR, or --clean DIR --degrade awgn:SIGMA".into(),
+                    ))
+                }
+            };
+            let model = artifact::load(&model, &candle::Device::Cpu)?;
+            let opts = EvalOptions {
+                channel: if y_channel { Channel::Y } else { Channel::Rgb },
+                tiling: tiling(tile, None)?,
+                seed,
+                max_images,
+                progress,
+            };
+            let report = noiseda::eval::run(&model, &data, &opts)?;
+            if json {
+                print_json(&report);
+            } else {
+                for s in &report.per_image {
+                    println!(
+                        "{:<48} {:7.3} dB {:.4}   (input {:7.3} dB {:.4})",
+                        s.name, s.psnr, s.ssim, s.input_psnr, s.input_ssim
+                    );
+                }
+                println!(
+                    "mean over {} images: PSNR {:.3} dB, SSIM {:.4} (input {:.3} dB, {:.4})",
+                    report.images, report.psnr, report.ssim, report.input_psnr, report.input_ssim
+                );
+            }
+        }
+        Command::Restore {
+            model,
+            input,
+            output,
+            tile,
+            overlap,
+        } => {
+            let model = artifact::load(&model, &candle::Device::Cpu)?;
+            let written = noiseda::infer::restore_path(
+                &model,
+                &input,
+                &output,
+                tiling(tile, overlap)?,
+                progress,
+            )?;
+            eprintln!(
+                "restored {} image(s) into {}",
+                written.len(),
+                output.display()
+            );
+        }
+        Command::Export {
+            checkpoint,
+            out,
+            weights,
+        } => {
+            let w = match weights {
+                WeightsArg::Raw => Weights::Raw,
+                WeightsArg::Ema => Weights::Ema,
+            };
+            let m = train::export_checkpoint(&checkpoint, &out, w)?;
+            println!(
+                "exported {} ({} parameters, sha256 {}) to {}",
+                m.name,
+                m.parameters,
+                m.sha256,
+                out.display()
+            );
+        }
+        Command::Arch { json } => {
+            let rows = ArchConfig::PRESETS
+                .iter()
+                .map(|p| {
+                    let arch = ArchConfig::preset(p).expect("listed presets exist");
+                    let params = noiseda::model::parameter_count(&arch)?;
+                    let gmacs = arch.macs(128, 128) as f64 / 1e9;
+                    Ok(serde_json::json!({ "preset": p, "arch": arch, "parameters": params, "gmacs_128": gmacs }))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if json {
+                print_json(&serde_json::json!({ "restorers": rows }));
+            } else {
+                println!("{:<8} {:>12} {:>14}", "preset", "parameters", "GMACs@128²");
+                for r in &rows {
+                    println!(
+                        "{:<8} {:>12} {:>14.2}",
+                        r["preset"].as_str().unwrap_or_default(),
+                        r["parameters"],
+                        r["gmacs_128"].as_f64().unwrap_or_default()
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> std::process::ExitCode {
+    noiseda::device::tune_allocator();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

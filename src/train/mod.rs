@@ -1,0 +1,425 @@
+//! The trainer: builds the networks from a job spec, runs the step loop on the calling thread
+//! (batches come from the loader thread), validates, checkpoints, resumes exactly and exports
+//! the restorer-only model artifact.
+
+pub mod checkpoint;
+pub mod ema;
+pub mod optim;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use candle::{DType, Device, Tensor, Var};
+use candle_nn::{VarBuilder, VarMap};
+use serde::Serialize;
+
+use crate::artifact;
+use crate::config::{JobSpec, Weights};
+use crate::data::{Batch, Loader, PairedFolder, TrainData};
+use crate::infer::{self, Tiling};
+use crate::method::Objective;
+use crate::metrics::{self, Channel};
+use crate::model::{self, ArchConfig, Restorer};
+use crate::{Error, Result};
+
+pub use ema::Ema;
+pub use optim::Adam;
+
+/// Prefix of the restorer's variables inside the training VarMap.
+pub const RESTORER: &str = "restorer";
+
+/// How a run is driven (beyond its spec).
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// Output directory: checkpoints/, metrics.jsonl, spec.toml, model/.
+    pub out: PathBuf,
+    /// Continue from the newest checkpoint in `out`; fails if there is none.
+    pub resume: bool,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub start_step: u64,
+    pub final_loss: f64,
+    /// Mean wall seconds per optimizer step in this invocation (data waits included).
+    pub seconds_per_step: f64,
+    /// Last validation metrics (empty without `data.val`).
+    pub metrics: BTreeMap<String, f64>,
+    pub artifact: PathBuf,
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Serialize)]
+struct MetricPoint<'a> {
+    step: u64,
+    wall: f64,
+    series: &'a str,
+    split: &'a str,
+    value: f64,
+}
+
+/// The networks and optimizer state of a run.
+pub struct Model {
+    pub varmap: VarMap,
+    pub restorer: Restorer,
+    pub arch: ArchConfig,
+    pub device: Device,
+}
+
+impl Model {
+    /// Builds the restorer under the `restorer.` prefix and applies the seeded official init.
+    pub fn new(arch: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
+        let restorer = Restorer::new(vb.pp(RESTORER), arch)?;
+        model::init_weights(&varmap, seed)?;
+        Ok(Self {
+            varmap,
+            restorer,
+            arch: arch.clone(),
+            device: device.clone(),
+        })
+    }
+
+    /// Trainable variables sorted by name.
+    pub fn trainable(&self) -> Vec<(String, Var)> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock. This is a bug.");
+        let mut v: Vec<_> = data
+            .iter()
+            .filter(|(n, _)| model::is_trainable(n))
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// Every variable (including norm statistics) as tensors.
+    pub fn tensors(&self) -> HashMap<String, Tensor> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock. This is a bug.");
+        data.iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect()
+    }
+
+    /// Overwrites variables from saved tensors; names and shapes must match exactly.
+    pub fn load_tensors(&self, mut saved: HashMap<String, Tensor>) -> Result<()> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock. This is a bug.");
+        for (name, var) in data.iter() {
+            let t = saved
+                .remove(name)
+                .ok_or_else(|| Error::Checkpoint(format!("weights have no `{name}`")))?;
+            if t.dims() != var.dims() {
+                return Err(Error::Checkpoint(format!(
+                    "`{name}` has shape {:?} in the checkpoint but {:?} in the model",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+        }
+        if let Some(extra) = saved.keys().next() {
+            return Err(Error::Checkpoint(format!(
+                "checkpoint has `{extra}`, which this model does not"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The restorer's tensors without the prefix, with trainable ones from `ema` if given.
+    pub fn restorer_tensors(&self, ema: Option<&Ema>) -> HashMap<String, Tensor> {
+        let mut all = self.tensors();
+        if let Some(ema) = ema {
+            all.extend(ema.tensors());
+        }
+        let prefix = format!("{RESTORER}.");
+        all.into_iter()
+            .filter_map(|(n, t)| n.strip_prefix(&prefix).map(|s| (s.to_string(), t)))
+            .collect()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Appends metric points to `metrics.jsonl`.
+struct MetricLog {
+    file: std::fs::File,
+    path: PathBuf,
+    start: Instant,
+}
+
+impl MetricLog {
+    fn open(path: PathBuf) -> Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        Ok(Self {
+            file,
+            path,
+            start: Instant::now(),
+        })
+    }
+
+    fn push(&mut self, step: u64, series: &str, split: &str, value: f64) -> Result<()> {
+        let p = MetricPoint {
+            step,
+            wall: self.start.elapsed().as_secs_f64(),
+            series,
+            split,
+            value,
+        };
+        let mut line = serde_json::to_vec(&p).expect("metric point serialises. This is a bug.");
+        line.push(b'\n');
+        self.file
+            .write_all(&line)
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// Mean PSNR/SSIM (RGB) of the restorer over validation pairs.
+pub fn validate(
+    net: &Restorer,
+    val: &PairedFolder,
+    device: &Device,
+    tiling: Option<Tiling>,
+) -> Result<BTreeMap<String, f64>> {
+    let (mut psnr, mut ssim) = (0.0, 0.0);
+    for pair in &val.pairs {
+        let lq = crate::data::Image::from_rgb8(&pair.lq);
+        let gt = crate::data::Image::from_rgb8(&pair.gt);
+        let out = infer::restore_image(net, &lq, device, tiling)?;
+        psnr += metrics::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb)
+            .map_err(|e| Error::Data(format!("{}: {e}", pair.name)))?;
+        ssim += metrics::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb)
+            .map_err(|e| Error::Data(format!("{}: {e}", pair.name)))?;
+    }
+    let n = val.pairs.len() as f64;
+    Ok(BTreeMap::from([
+        ("psnr".to_string(), psnr / n),
+        ("ssim".to_string(), ssim / n),
+    ]))
+}
+
+fn to_device(batch: Batch, dev: &Device) -> Result<Batch> {
+    Ok(Batch {
+        step: batch.step,
+        lq: batch.lq.to_device(dev)?,
+        gt: batch.gt.to_device(dev)?,
+        real: batch.real.map(|r| r.to_device(dev)).transpose()?,
+    })
+}
+
+/// Runs a whole training job on the calling thread (never call it on an async runtime).
+pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
+    spec.validate()?;
+    let device = crate::device::open(&spec.device)?;
+    let arch = spec.restorer.resolve()?;
+    let out = &opts.out;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let ckpt_root = out.join("checkpoints");
+
+    // 1. Networks, optimizer, EMA (fresh, or from the newest checkpoint).
+    let model = Model::new(&arch, spec.seed, &device)?;
+    let mut opt = Adam::new(model.trainable(), spec.optimizer.clone())?;
+    let mut ema = Ema::new(opt.params(), spec.ema.decay)?;
+    let mut start_step = 0;
+    if opts.resume {
+        let dir = checkpoint::latest(&ckpt_root)?.ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "--resume given but {} holds no checkpoint",
+                ckpt_root.display()
+            ))
+        })?;
+        let loaded = checkpoint::load(&dir, &device)?;
+        let saved_arch = loaded.meta.spec.restorer.resolve()?;
+        if saved_arch != arch {
+            return Err(Error::Checkpoint(format!(
+                "{} was trained with {saved_arch:?}, the spec asks for {arch:?}",
+                dir.display()
+            )));
+        }
+        model.load_tensors(loaded.model)?;
+        opt.load_state(loaded.optim, loaded.meta.step)?;
+        ema.load(loaded.ema)?;
+        start_step = loaded.meta.step;
+        tracing::info!(checkpoint = %dir.display(), step = start_step, "resuming");
+    } else if checkpoint::latest(&ckpt_root)?.is_some() {
+        return Err(Error::Checkpoint(format!(
+            "{} already holds checkpoints; pass --resume to continue or choose another --out",
+            ckpt_root.display()
+        )));
+    }
+    let spec_path = out.join("spec.toml");
+    std::fs::write(&spec_path, spec.to_toml()).map_err(|e| Error::io(&spec_path, e))?;
+
+    // 2. Data: training folders feed the loader thread; validation pairs stay here.
+    let data = Arc::new(TrainData::load(&spec.data)?);
+    let val = spec
+        .data
+        .val
+        .as_ref()
+        .map(|v| PairedFolder::load(&v.lq, &v.gt, 1, v.max_images))
+        .transpose()?;
+    let tiling = (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile));
+    let loader = Loader::spawn(
+        data,
+        spec.seed,
+        start_step + 1..spec.steps + 1,
+        spec.data.batch,
+        spec.data.prefetch,
+    );
+    let objective = Objective::from_spec(spec);
+    let mut log = MetricLog::open(out.join("metrics.jsonl"))?;
+
+    let bar = if opts.progress {
+        let bar = indicatif::ProgressBar::new(spec.steps);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
+            )
+            .expect("valid template. This is a bug."),
+        );
+        bar.set_position(start_step);
+        bar.reset_eta();
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    // 3. The step loop.
+    let mut latest_metrics = BTreeMap::new();
+    let mut final_loss = f64::NAN;
+    let started = Instant::now();
+    for step in start_step + 1..=spec.steps {
+        let batch = to_device(loader.next_batch()?, &device)?;
+        debug_assert_eq!(batch.step, step);
+        let outp = objective.step(&model.restorer, &batch)?;
+        let grads = outp.loss.backward()?;
+        opt.step(&grads)?;
+        ema.update(opt.params(), step)?;
+        final_loss = outp.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !final_loss.is_finite() {
+            return Err(Error::InvalidArgument(format!(
+                "loss became {final_loss} at step {step}; lower optimizer.lr"
+            )));
+        }
+        for (name, v) in &outp.scalars {
+            log.push(
+                step,
+                name,
+                "train",
+                v.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+            )?;
+        }
+        latest_metrics.insert("train/loss".to_string(), final_loss);
+        bar.set_message(format!("loss {final_loss:.5}"));
+        bar.inc(1);
+
+        let last = step == spec.steps;
+        let every = |n: u64| n > 0 && step % n == 0;
+        if let Some(val) = &val {
+            if last || every(spec.validation.every) {
+                let m = validate(&model.restorer, val, &device, tiling)?;
+                for (k, v) in &m {
+                    log.push(step, k, "val", *v)?;
+                    latest_metrics.insert(format!("val/{k}"), *v);
+                }
+                bar.println(format!(
+                    "step {step}: val psnr {:.3} dB, ssim {:.4}",
+                    m["psnr"], m["ssim"]
+                ));
+            }
+        }
+        if last || every(spec.checkpoint.every) {
+            let meta = checkpoint::Meta {
+                step,
+                spec: spec.clone(),
+                metrics: latest_metrics.clone(),
+                saved_unix: unix_now(),
+            };
+            checkpoint::save(
+                &ckpt_root,
+                &meta,
+                &model.tensors(),
+                &ema.tensors(),
+                &opt.state(),
+                spec.checkpoint.keep_last,
+            )?;
+        }
+    }
+    bar.finish_and_clear();
+    let done = spec.steps - start_step;
+    let seconds_per_step = started.elapsed().as_secs_f64() / done.max(1) as f64;
+
+    // 4. Export the restorer alone.
+    let weights = model.restorer_tensors((spec.export.weights == Weights::Ema).then_some(&ema));
+    let dir = out.join("model");
+    artifact::export(
+        &dir,
+        &weights,
+        artifact::ExportInfo {
+            name: spec.name.clone(),
+            arch: arch.clone(),
+            weights: spec.export.weights,
+            step: spec.steps,
+            metrics: latest_metrics.clone(),
+            source_spec: Some(spec.clone()),
+        },
+    )?;
+    Ok(TrainSummary {
+        steps: spec.steps,
+        start_step,
+        final_loss,
+        seconds_per_step,
+        metrics: latest_metrics,
+        artifact: dir,
+    })
+}
+
+/// Exports the restorer of a checkpoint directory as a model artifact.
+pub fn export_checkpoint(ckpt: &Path, out: &Path, weights: Weights) -> Result<artifact::Manifest> {
+    let loaded = checkpoint::load(ckpt, &Device::Cpu)?;
+    let arch = loaded.meta.spec.restorer.resolve()?;
+    let model = Model::new(&arch, 0, &Device::Cpu)?;
+    model.load_tensors(loaded.model)?;
+    let mut ema = Ema::new(&model.trainable(), loaded.meta.spec.ema.decay)?;
+    ema.load(loaded.ema)?;
+    let tensors = model.restorer_tensors((weights == Weights::Ema).then_some(&ema));
+    artifact::export(
+        out,
+        &tensors,
+        artifact::ExportInfo {
+            name: loaded.meta.spec.name.clone(),
+            arch,
+            weights,
+            step: loaded.meta.step,
+            metrics: loaded.meta.metrics.clone(),
+            source_spec: Some(loaded.meta.spec),
+        },
+    )
+}
