@@ -433,7 +433,7 @@ impl JobSpec {
         crate::device::parse(&self.device).map_err(|e| Error::config("device", e.to_string()))?;
         self.restorer.resolve()?;
         let d = &self.data;
-        if d.patch < 8 || d.patch % 8 != 0 {
+        if d.patch < 8 || !d.patch.is_multiple_of(8) {
             return Err(Error::config(
                 "data.patch",
                 format!("must be a positive multiple of 8, got {}", d.patch),
@@ -477,7 +477,7 @@ impl JobSpec {
             }
         }
         let o = &self.optimizer;
-        if !(o.lr > 0.0 && o.lr.is_finite()) {
+        if !o.lr.is_finite() || o.lr <= 0.0 {
             return Err(Error::config(
                 "optimizer.lr",
                 format!("must be > 0, got {}", o.lr),
@@ -491,7 +491,7 @@ impl JobSpec {
                 ));
             }
         }
-        if !(o.eps > 0.0) {
+        if o.eps.is_nan() || o.eps <= 0.0 {
             return Err(Error::config("optimizer.eps", "must be > 0"));
         }
         if o.weight_decay < 0.0 {
@@ -509,10 +509,11 @@ impl JobSpec {
                 format!("must be in [0, 1), got {}", self.ema.decay),
             ));
         }
-        if !(self.loss.charbonnier_eps > 0.0) {
+        if self.loss.charbonnier_eps.is_nan() || self.loss.charbonnier_eps <= 0.0 {
             return Err(Error::config("loss.charbonnier_eps", "must be > 0"));
         }
-        if self.validation.tile != 0 && (self.validation.tile < 16 || self.validation.tile % 8 != 0)
+        if self.validation.tile != 0
+            && (self.validation.tile < 16 || !self.validation.tile.is_multiple_of(8))
         {
             return Err(Error::config(
                 "validation.tile",

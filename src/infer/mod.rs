@@ -17,11 +17,11 @@ pub struct Tiling {
 }
 
 impl Tiling {
-    /// `tile` with the default overlap of tile/4 (at least 8 px).
+    /// `tile` with the default overlap of tile/4 (at least 16 px, at most tile/2).
     pub fn new(tile: usize) -> Self {
         Self {
             tile,
-            overlap: (tile / 4).max(8).min(tile / 2),
+            overlap: (tile / 4).max(16).min(tile / 2),
             batch: 4,
         }
     }
@@ -52,10 +52,22 @@ fn origins(size: usize, tile: usize, overlap: usize) -> Vec<usize> {
     v
 }
 
-/// Blend weight along one axis of a tile: ramps up over the overlap from each side.
-fn ramp(i: usize, len: usize, overlap: usize) -> f32 {
-    let d = (i + 1).min(len - i) as f32;
-    (d / (overlap + 1) as f32).min(1.0)
+/// Blend weights along one axis of a tile at `origin`: a linear ramp over the overlap on each
+/// side that lies inside the image (tile borders see zero padding, so their pixels count least),
+/// flat on sides that touch the image border.
+fn ramp(origin: usize, len: usize, size: usize, overlap: usize) -> Vec<f32> {
+    let up = |d: usize| ((d as f32 + 0.5) / overlap.max(1) as f32).min(1.0);
+    (0..len)
+        .map(|i| {
+            let left = if origin == 0 { 1.0 } else { up(i) };
+            let right = if origin + len == size {
+                1.0
+            } else {
+                up(len - 1 - i)
+            };
+            left.min(right)
+        })
+        .collect()
 }
 
 /// Restores one image (any size); `tiling` splits it into blended tiles.
@@ -76,19 +88,18 @@ pub fn restore_image(
 
 fn restore_tiled(net: &Restorer, xs: &Tensor, t: Tiling) -> Result<Tensor> {
     t.validate()?;
+    // Pad the whole image as an untiled pass would, so border tiles see the same borders.
+    let (_c, h0, w0) = xs.dims3()?;
+    let m = net.multiple();
+    let xs = xs
+        .pad_with_same(1, 0, (m - h0 % m) % m)?
+        .pad_with_same(2, 0, (m - w0 % m) % m)?;
     let (_c, h, w) = xs.dims3()?;
     let (th, tw) = (t.tile.min(h), t.tile.min(w));
     let mut boxes = Vec::new();
     for y in origins(h, th, t.overlap) {
         for x in origins(w, tw, t.overlap) {
             boxes.push((y, x));
-        }
-    }
-    // Per-tile blend weights (th, tw).
-    let mut wt = vec![0f32; th * tw];
-    for i in 0..th {
-        for j in 0..tw {
-            wt[i * tw + j] = ramp(i, th, t.overlap) * ramp(j, tw, t.overlap);
         }
     }
     let mut acc = vec![0f32; 3 * h * w];
@@ -102,9 +113,10 @@ fn restore_tiled(net: &Restorer, xs: &Tensor, t: Tiling) -> Result<Tensor> {
         let out = out.flatten_all()?.to_vec1::<f32>()?;
         for (k, &(y, x)) in chunk.iter().enumerate() {
             let tile = &out[k * 3 * th * tw..(k + 1) * 3 * th * tw];
+            let (wy, wx) = (ramp(y, th, h, t.overlap), ramp(x, tw, w, t.overlap));
             for i in 0..th {
                 for j in 0..tw {
-                    let wv = wt[i * tw + j];
+                    let wv = wy[i] * wx[j];
                     let p = (y + i) * w + (x + j);
                     norm[p] += wv;
                     for c in 0..3 {
@@ -119,22 +131,8 @@ fn restore_tiled(net: &Restorer, xs: &Tensor, t: Tiling) -> Result<Tensor> {
             acc[c * h * w + p] /= norm[p];
         }
     }
-    Ok(Tensor::from_vec(acc, (3, h, w), xs.device())?)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn origins_cover_the_axis() {
-        assert_eq!(origins(100, 128, 32), vec![0]);
-        assert_eq!(origins(128, 64, 16), vec![0, 48, 64]);
-        assert_eq!(origins(200, 64, 16), vec![0, 48, 96, 136]);
-        for o in origins(517, 96, 24).windows(2) {
-            assert!(o[1] - o[0] <= 96 - 24);
-        }
-    }
+    let out = Tensor::from_vec(acc, (3, h, w), xs.device())?;
+    Ok(out.narrow(1, 0, h0)?.narrow(2, 0, w0)?)
 }
 
 /// Restores one file, or every image of a folder into an output folder (same file names).
@@ -187,4 +185,19 @@ pub fn restore_path(
     }
     bar.finish_and_clear();
     Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_cover_the_axis() {
+        assert_eq!(origins(100, 128, 32), vec![0]);
+        assert_eq!(origins(128, 64, 16), vec![0, 48, 64]);
+        assert_eq!(origins(200, 64, 16), vec![0, 48, 96, 136]);
+        for o in origins(517, 96, 24).windows(2) {
+            assert!(o[1] - o[0] <= 96 - 24);
+        }
+    }
 }

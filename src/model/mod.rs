@@ -110,10 +110,7 @@ impl Restorer {
     /// for normalisation layers.
     pub fn residual(&self, xs: &Tensor, train: bool) -> candle::Result<Tensor> {
         let (_b, _c, h, w) = xs.dims4()?;
-        let m = match self {
-            Self::UNet(n) => n.multiple(),
-            Self::DnCnn(_) => 1,
-        };
+        let m = self.multiple();
         let (ph, pw) = ((m - h % m) % m, (m - w % m) % m);
         let padded = if ph + pw > 0 {
             xs.pad_with_same(D::Minus2, 0, ph)?
@@ -129,6 +126,14 @@ impl Restorer {
             r.narrow(D::Minus2, 0, h)?.narrow(D::Minus1, 0, w)
         } else {
             Ok(r)
+        }
+    }
+
+    /// Input sides are replicate-padded to a multiple of this.
+    pub fn multiple(&self) -> usize {
+        match self {
+            Self::UNet(n) => n.multiple(),
+            Self::DnCnn(_) => 1,
         }
     }
 
@@ -221,6 +226,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::approx_constant)] // 3.14 is the paper's Unet-T GMACs, not π
     fn gmacs_at_128_match_the_paper_table() {
         // method.md §1: 3.12 / 12.44 / 17.53 GMACs computed (paper: 3.14 / 12.48 / 17.58).
         let g = |p| ArchConfig::preset(p).unwrap().macs(128, 128) as f64 / 1e9;

@@ -48,7 +48,8 @@ pub struct TrainSummary {
     pub steps: u64,
     pub start_step: u64,
     pub final_loss: f64,
-    /// Mean wall seconds per optimizer step in this invocation (data waits included).
+    /// Mean wall seconds per optimizer step in this invocation: data wait, forward, backward,
+    /// update, EMA and metric logging; validation and checkpointing excluded.
     pub seconds_per_step: f64,
     /// Last validation metrics (empty without `data.val`).
     pub metrics: BTreeMap<String, f64>,
@@ -314,8 +315,9 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     // 3. The step loop.
     let mut latest_metrics = BTreeMap::new();
     let mut final_loss = f64::NAN;
-    let started = Instant::now();
+    let mut step_time = std::time::Duration::ZERO;
     for step in start_step + 1..=spec.steps {
+        let t0 = Instant::now();
         let batch = to_device(loader.next_batch()?, &device)?;
         debug_assert_eq!(batch.step, step);
         let outp = objective.step(&model.restorer, &batch)?;
@@ -336,6 +338,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 v.to_dtype(DType::F64)?.to_scalar::<f64>()?,
             )?;
         }
+        step_time += t0.elapsed();
         latest_metrics.insert("train/loss".to_string(), final_loss);
         bar.set_message(format!("loss {final_loss:.5}"));
         bar.inc(1);
@@ -374,7 +377,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     }
     bar.finish_and_clear();
     let done = spec.steps - start_step;
-    let seconds_per_step = started.elapsed().as_secs_f64() / done.max(1) as f64;
+    let seconds_per_step = step_time.as_secs_f64() / done.max(1) as f64;
 
     // 4. Export the restorer alone.
     let weights = model.restorer_tensors((spec.export.weights == Weights::Ema).then_some(&ema));

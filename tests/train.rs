@@ -1,0 +1,149 @@
+//! Training end to end on real files: exact resume, checkpoints, export, bad data.
+
+mod common;
+
+use std::path::Path;
+
+use noiseda::train::{self, checkpoint, TrainOptions};
+
+fn opts(out: &Path, resume: bool) -> TrainOptions {
+    TrainOptions {
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+    }
+}
+
+fn read(p: &Path) -> Vec<u8> {
+    std::fs::read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
+
+#[test]
+fn resume_is_exact() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 4, 48, 40);
+
+    // 2N steps straight.
+    let straight = tmp.path().join("straight");
+    train::run(&common::tiny_spec(&clean, 6, 3), &opts(&straight, false)).unwrap();
+
+    // N steps, then resume for N more (a new process would do the same: all state is on disk).
+    let split = tmp.path().join("split");
+    train::run(&common::tiny_spec(&clean, 3, 3), &opts(&split, false)).unwrap();
+    let summary = train::run(&common::tiny_spec(&clean, 6, 3), &opts(&split, true)).unwrap();
+    assert_eq!(summary.start_step, 3);
+
+    let a = straight.join("checkpoints/step-00000006");
+    let b = split.join("checkpoints/step-00000006");
+    for file in [
+        checkpoint::MODEL_FILE,
+        checkpoint::EMA_FILE,
+        checkpoint::OPTIM_FILE,
+    ] {
+        assert!(
+            read(&a.join(file)) == read(&b.join(file)),
+            "{file} differs after resume"
+        );
+    }
+    assert_eq!(
+        read(&straight.join("model/model.safetensors")),
+        read(&split.join("model/model.safetensors"))
+    );
+    // The straight run kept both checkpoints (keep_last = 0) and logged every step.
+    let steps: Vec<u64> = checkpoint::list(&straight.join("checkpoints"))
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, vec![3, 6]);
+    let log = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 6);
+}
+
+#[test]
+fn resume_without_checkpoint_fails_and_rerun_refuses_to_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 2, 40, 40);
+    let out = tmp.path().join("run");
+    let err = train::run(&common::tiny_spec(&clean, 2, 1), &opts(&out, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no checkpoint"), "{err}");
+    train::run(&common::tiny_spec(&clean, 2, 1), &opts(&out, false)).unwrap();
+    let err = train::run(&common::tiny_spec(&clean, 2, 1), &opts(&out, false))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--resume"), "{err}");
+}
+
+#[test]
+fn keep_last_prunes_old_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 2, 40, 40);
+    let out = tmp.path().join("run");
+    let mut spec = common::tiny_spec(&clean, 5, 1);
+    spec.checkpoint.keep_last = 2;
+    train::run(&spec, &opts(&out, false)).unwrap();
+    let steps: Vec<u64> = checkpoint::list(&out.join("checkpoints"))
+        .unwrap()
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(steps, vec![4, 5]);
+    let meta = checkpoint::read_meta(&out.join("checkpoints/step-00000005")).unwrap();
+    assert_eq!(meta.step, 5);
+    assert_eq!(meta.spec, spec);
+}
+
+#[test]
+fn training_lowers_the_loss() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 4, 64, 64);
+    let out = tmp.path().join("run");
+    train::run(&common::tiny_spec(&clean, 40, 0), &opts(&out, false)).unwrap();
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let losses: Vec<f64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["value"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    let first: f64 = losses[..5].iter().sum::<f64>() / 5.0;
+    let last: f64 = losses[losses.len() - 5..].iter().sum::<f64>() / 5.0;
+    assert!(last < 0.6 * first, "loss {first} -> {last}");
+}
+
+#[test]
+fn bad_training_data_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 2, 40, 40);
+    std::fs::write(clean.join("zz_corrupt.png"), b"not a png at all").unwrap();
+    let err = train::run(
+        &common::tiny_spec(&clean, 2, 1),
+        &opts(&tmp.path().join("a"), false),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("zz_corrupt.png"), "{err}");
+
+    let small = common::write_photos(&tmp.path().join("small"), 1, 20, 40);
+    let err = train::run(
+        &common::tiny_spec(&small, 2, 1),
+        &opts(&tmp.path().join("b"), false),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("img00.png") && err.contains("32×32"), "{err}");
+
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = train::run(
+        &common::tiny_spec(&empty, 2, 1),
+        &opts(&tmp.path().join("c"), false),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("no images"), "{err}");
+}
