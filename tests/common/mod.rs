@@ -12,7 +12,7 @@ pub fn photo(k: u32, w: u32, h: u32) -> RgbImage {
         let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
         let cx = 0.3 + 0.1 * (k % 4) as f32;
         let disc = ((fx - cx).powi(2) + (fy - 0.5).powi(2)).sqrt() < 0.25;
-        let stripes = ((x + k * 3) / 6) % 2 == 0;
+        let stripes = ((x + k * 3) / 6).is_multiple_of(2);
         let r = 40.0 + 150.0 * fx + if disc { 50.0 } else { 0.0 };
         let g = 60.0 + 120.0 * fy + if stripes { 20.0 } else { 0.0 };
         let b = 200.0 - 120.0 * fx * fy + (k * 10 % 40) as f32;
