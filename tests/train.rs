@@ -147,3 +147,35 @@ fn bad_training_data_is_named() {
     .to_string();
     assert!(err.contains("no images"), "{err}");
 }
+
+#[test]
+fn dncnn_trains_exports_and_restores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 2, 40, 40);
+    let mut spec = common::tiny_spec(&clean, 3, 0);
+    spec.restorer = noiseda::config::RestorerSpec {
+        arch: Some("dncnn".into()),
+        layers: Some(4),
+        features: Some(8),
+        ..Default::default()
+    };
+    spec.export.weights = noiseda::config::Weights::Ema;
+    let out = tmp.path().join("run");
+    let summary = train::run(&spec, &opts(&out, false)).unwrap();
+    let model = noiseda::artifact::load(&summary.artifact, &candle::Device::Cpu).unwrap();
+    // 3·8·9 + 2·(8·8·9 + 2·8) + 8·3·9 learned; batch-norm running statistics ride along.
+    assert_eq!(model.manifest.parameters, 216 + 2 * (576 + 16) + 216);
+    let tensors = candle::safetensors::load(
+        summary.artifact.join("model.safetensors"),
+        &candle::Device::Cpu,
+    )
+    .unwrap();
+    let running = &tensors["dncnn.3.running_var"];
+    assert!(
+        running.to_vec1::<f32>().unwrap().iter().any(|&v| v != 1.0),
+        "BN statistics never updated"
+    );
+    let img = noiseda::data::Image::from_rgb8(&common::photo(3, 30, 21));
+    let out = noiseda::infer::restore_image(&model.net, &img, &candle::Device::Cpu, None).unwrap();
+    assert_eq!((out.width, out.height), (30, 21));
+}
