@@ -30,6 +30,16 @@ fn resume_is_exact() {
     // N steps, then resume for N more (a new process would do the same: all state is on disk).
     let split = tmp.path().join("split");
     train::run(&common::tiny_spec(&clean, 3, 3), &opts(&split, false)).unwrap();
+    // A point logged after the checkpoint by a run that then died is replaced on resume.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(split.join("metrics.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut log,
+        b"{\"step\":4,\"wall\":1.0,\"series\":\"charbonnier\",\"split\":\"train\",\"value\":9.0}\n",
+    )
+    .unwrap();
     let summary = train::run(&common::tiny_spec(&clean, 6, 3), &opts(&split, true)).unwrap();
     assert_eq!(summary.start_step, 3);
 
@@ -56,8 +66,18 @@ fn resume_is_exact() {
         .map(|(s, _)| s)
         .collect();
     assert_eq!(steps, vec![3, 6]);
-    let log = std::fs::read_to_string(straight.join("metrics.jsonl")).unwrap();
-    assert_eq!(log.lines().count(), 6);
+    let values = |dir: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                (v["step"].as_u64().unwrap(), v["value"].as_f64().unwrap())
+            })
+            .collect()
+    };
+    assert_eq!(values(&straight).len(), 6);
+    assert_eq!(values(&straight), values(&split));
 }
 
 #[test]

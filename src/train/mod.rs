@@ -173,7 +173,26 @@ struct MetricLog {
 }
 
 impl MetricLog {
-    fn open(path: PathBuf) -> Result<Self> {
+    /// Opens the log for appending. When resuming from `resume_step`, points logged after that
+    /// checkpoint (by a run that stopped before its next checkpoint) are dropped first: the
+    /// resumed run recomputes them exactly.
+    fn open(path: PathBuf, resume_step: Option<u64>) -> Result<Self> {
+        if let (Some(keep), true) = (resume_step, path.exists()) {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let kept: String = text
+                .lines()
+                .filter(|l| {
+                    serde_json::from_str::<serde_json::Value>(l)
+                        .ok()
+                        .and_then(|v| v["step"].as_u64())
+                        .is_some_and(|s| s <= keep)
+                })
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let tmp = path.with_extension("jsonl.tmp");
+            std::fs::write(&tmp, kept).map_err(|e| Error::io(&tmp, e))?;
+            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
+        }
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -295,7 +314,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         spec.data.prefetch,
     );
     let objective = Objective::from_spec(spec);
-    let mut log = MetricLog::open(out.join("metrics.jsonl"))?;
+    let mut log = MetricLog::open(out.join("metrics.jsonl"), opts.resume.then_some(start_step))?;
 
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new(spec.steps);
