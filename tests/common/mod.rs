@@ -75,7 +75,10 @@ pub fn shared_data() -> Option<PathBuf> {
     if dir.join("polyu/val/noisy").is_dir() {
         Some(dir)
     } else {
-        eprintln!(
+        // Written to the real stderr (not the test harness's captured one) so the skip shows.
+        use std::io::Write;
+        let _ = writeln!(
+            std::io::stderr(),
             "skipping: real test data not found at {} (set NOISEDA_DATA)",
             dir.display()
         );
