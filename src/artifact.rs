@@ -73,7 +73,9 @@ pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
     let weights_path = tmp.join(WEIGHTS_FILE);
-    candle::safetensors::save(&cpu, &weights_path)?;
+    candle::safetensors::save(&cpu, &weights_path)
+        .map_err(|e| Error::Artifact(format!("writing {}: {e}", weights_path.display())))?;
+    crate::train::checkpoint::sync(&weights_path)?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: info.name,
@@ -93,6 +95,8 @@ pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -
     let mpath = tmp.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises. This is a bug.");
     std::fs::write(&mpath, json).map_err(|e| Error::io(&mpath, e))?;
+    crate::train::checkpoint::sync(&mpath)?;
+    crate::train::checkpoint::sync(&tmp)?;
     if dir.exists() {
         std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
@@ -186,7 +190,9 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
 pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     let (dir, manifest) = read_manifest(path)?;
     let wpath = dir.join(WEIGHTS_FILE);
-    let actual = sha256_file(&wpath)?;
+    // One read: the bytes that are hashed are the bytes that are loaded.
+    let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
+    let actual = format!("{:x}", Sha256::digest(&bytes));
     if actual != manifest.sha256 {
         return Err(Error::Artifact(format!(
             "sha256 of {} is {actual}, manifest says {}: the weights were changed or corrupted",
@@ -195,9 +201,10 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
         )));
     }
     manifest.arch.validate()?;
-    let tensors = candle::safetensors::load(&wpath, device)
+    let tensors = candle::safetensors::load_buffer(&bytes, device)
         .map_err(|e| Error::Artifact(format!("{}: {e}", wpath.display())))?;
-    let net = check_tensors(&manifest.arch, &tensors)?;
+    let net = check_tensors(&manifest.arch, &tensors)
+        .map_err(|e| Error::Artifact(format!("{}: {e}", wpath.display())))?;
     let params = model::parameter_count(&manifest.arch)?;
     if params != manifest.parameters {
         return Err(Error::Artifact(format!(

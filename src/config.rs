@@ -491,10 +491,10 @@ impl JobSpec {
                 ));
             }
         }
-        if o.eps.is_nan() || o.eps <= 0.0 {
+        if !o.eps.is_finite() || o.eps <= 0.0 {
             return Err(Error::config("optimizer.eps", "must be > 0"));
         }
-        if o.weight_decay < 0.0 {
+        if !o.weight_decay.is_finite() || o.weight_decay < 0.0 {
             return Err(Error::config("optimizer.weight_decay", "must be >= 0"));
         }
         if o.kind == OptimizerKind::Adam && o.weight_decay != 0.0 {
@@ -509,7 +509,7 @@ impl JobSpec {
                 format!("must be in [0, 1), got {}", self.ema.decay),
             ));
         }
-        if self.loss.charbonnier_eps.is_nan() || self.loss.charbonnier_eps <= 0.0 {
+        if !self.loss.charbonnier_eps.is_finite() || self.loss.charbonnier_eps <= 0.0 {
             return Err(Error::config("loss.charbonnier_eps", "must be > 0"));
         }
         if self.validation.tile != 0

@@ -87,13 +87,13 @@ pub struct EvalReport {
 /// (name, degraded, target) triples for `data`.
 fn load(data: &EvalData, seed: u64, max: usize) -> Result<Vec<(String, Image, Image)>> {
     Ok(match data {
-        EvalData::Paired { lq, gt } => PairedFolder::load(lq, gt, 1, max)?
+        EvalData::Paired { lq, gt } => PairedFolder::load(lq, gt, metrics::SSIM_WINDOW, max)?
             .pairs
             .into_iter()
             .map(|p| (p.name, Image::from_rgb8(&p.lq), Image::from_rgb8(&p.gt)))
             .collect(),
         EvalData::Synthetic { clean, degrade } => {
-            let mut folder = CleanFolder::load(clean, 1)?;
+            let mut folder = CleanFolder::load(clean, metrics::SSIM_WINDOW)?;
             if max > 0 {
                 folder.images.truncate(max);
             }

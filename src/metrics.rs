@@ -29,6 +29,9 @@
 //! - No border cropping or rounding to 8 bits is done here; callers that want a
 //!   "crop_border" or uint8-quantised protocol prepare the images themselves.
 
+/// Side of the SSIM Gaussian window: images must be at least this large.
+pub const SSIM_WINDOW: usize = 11;
+
 use serde::{Deserialize, Serialize};
 
 /// A borrowed RGB image: `height` rows of `width` pixels, interleaved `[r, g, b]`
@@ -84,7 +87,7 @@ pub enum MetricError {
 }
 
 /// SSIM window side (11 taps: radius `int(3.5 * 1.5 + 0.5) = 5`, as in skimage).
-const WIN: usize = 11;
+const WIN: usize = SSIM_WINDOW;
 /// Half-width of the window; also the border excluded from the SSIM mean.
 const RADIUS: usize = WIN / 2;
 /// Gaussian window standard deviation.

@@ -141,6 +141,19 @@ fn cli_restore_eval_and_errors() {
         assert_eq!((img.width(), img.height()), (45, 37));
     }
 
+    // restoring a folder into itself is refused and leaves the originals alone
+    let before = std::fs::read(inputs.join("img00.png")).unwrap();
+    let out = noiseda(&[
+        "restore",
+        "--model",
+        m,
+        inputs.to_str().unwrap(),
+        inputs.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("overwrite"));
+    assert_eq!(std::fs::read(inputs.join("img00.png")).unwrap(), before);
+
     // eval --json on clean photos with AWGN
     let out = noiseda(&[
         "eval",

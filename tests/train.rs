@@ -94,6 +94,28 @@ fn resume_without_checkpoint_fails_and_rerun_refuses_to_overwrite() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("--resume"), "{err}");
+
+    // Resuming with a spec that would change the run, or past the requested steps, is refused.
+    let mut other = common::tiny_spec(&clean, 4, 1);
+    other.seed += 1;
+    let err = train::run(&other, &opts(&out, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`seed`"), "{err}");
+    let mut other = common::tiny_spec(&clean, 4, 1);
+    other.data.patch = 40;
+    let err = train::run(&other, &opts(&out, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`data.patch`"), "{err}");
+    let err = train::run(&common::tiny_spec(&clean, 1, 1), &opts(&out, true))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("past the spec's steps = 1"), "{err}");
+    // More steps with the same spec continue, keeping the earlier metrics in the artifact.
+    let summary = train::run(&common::tiny_spec(&clean, 3, 1), &opts(&out, true)).unwrap();
+    assert_eq!(summary.start_step, 2);
+    assert!(summary.metrics.contains_key("train/loss"));
 }
 
 #[test]

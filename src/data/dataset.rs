@@ -121,6 +121,16 @@ pub fn match_pairs(lq_dir: &Path, gt_dir: &Path) -> Result<Vec<(PathBuf, PathBuf
             )));
         }
     }
+    let mut lq_keys: HashMap<_, &PathBuf> = HashMap::new();
+    for l in &lqs {
+        if let Some(prev) = lq_keys.insert(key(l), l) {
+            return Err(Error::Data(format!(
+                "{} and {} map to the same pair name",
+                prev.display(),
+                l.display()
+            )));
+        }
+    }
     let mut pairs = Vec::with_capacity(lqs.len());
     for l in &lqs {
         let g = gt_by_key.remove(&key(l)).ok_or_else(|| {

@@ -102,11 +102,22 @@ impl Loader {
         }
     }
 
-    /// The next batch, in step order.
-    pub fn next_batch(&self) -> Result<Batch> {
-        self.rx
-            .recv()
-            .map_err(|_| Error::Loader("no more batches".into()))?
+    /// The next batch, in step order. If the thread died, its panic message is the error.
+    pub fn next_batch(&mut self) -> Result<Batch> {
+        match self.rx.recv() {
+            Ok(batch) => batch,
+            Err(_) => {
+                let why = match self.handle.take().map(|h| h.join()) {
+                    Some(Err(panic)) => panic
+                        .downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                        .unwrap_or_else(|| "the loader thread panicked".into()),
+                    _ => "no more batches".into(),
+                };
+                Err(Error::Loader(why))
+            }
+        }
     }
 }
 

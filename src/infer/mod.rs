@@ -146,6 +146,14 @@ pub fn restore_path(
 ) -> Result<Vec<std::path::PathBuf>> {
     use crate::data::{list_images, load_rgb, save_rgb};
     let jobs: Vec<(std::path::PathBuf, std::path::PathBuf)> = if input.is_dir() {
+        let same = output.exists()
+            && std::fs::canonicalize(input).ok() == std::fs::canonicalize(output).ok();
+        if same {
+            return Err(Error::InvalidArgument(format!(
+                "output folder {} is the input folder; restoring in place would overwrite the originals",
+                output.display()
+            )));
+        }
         if output.is_file() {
             return Err(Error::InvalidArgument(format!(
                 "input {} is a folder, so the output {} must be a folder too",
@@ -179,7 +187,14 @@ pub fn restore_path(
     for (src, dst) in jobs {
         let img = Image::from_rgb8(&load_rgb(&src)?);
         let out = restore_image(&model.net, &img, &model.device, tiling)?;
-        save_rgb(&dst, &out.to_rgb8())?;
+        // Written under a temporary name, then renamed: no half-written image under the real name.
+        let name = dst
+            .file_name()
+            .expect("output paths have names")
+            .to_string_lossy();
+        let partial = dst.with_file_name(format!(".partial-{name}"));
+        save_rgb(&partial, &out.to_rgb8())?;
+        std::fs::rename(&partial, &dst).map_err(|e| Error::io(&dst, e))?;
         written.push(dst);
         bar.inc(1);
     }

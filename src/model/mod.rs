@@ -48,22 +48,26 @@ impl ArchConfig {
     pub fn validate(&self) -> Result<()> {
         match self {
             Self::UNet(c) => {
-                if c.width == 0 || !(2..=6).contains(&c.depth) {
+                if !(1..=512).contains(&c.width)
+                    || !(2..=6).contains(&c.depth)
+                    || !(0.0..1.0).contains(&c.slope)
+                {
                     return Err(Error::config(
                         "restorer",
                         format!(
-                            "unet needs width >= 1 and depth in 2..=6, got width {} depth {}",
-                            c.width, c.depth
+                            "unet needs width in 1..=512, depth in 2..=6 and slope in [0, 1), \
+                             got width {} depth {} slope {}",
+                            c.width, c.depth, c.slope
                         ),
                     ));
                 }
             }
             Self::DnCnn(c) => {
-                if c.layers < 2 || c.features == 0 {
+                if !(2..=200).contains(&c.layers) || !(1..=1024).contains(&c.features) {
                     return Err(Error::config(
                         "restorer",
                         format!(
-                            "dncnn needs layers >= 2 and features >= 1, got {} / {}",
+                            "dncnn needs layers in 2..=200 and features in 1..=1024, got {} / {}",
                             c.layers, c.features
                         ),
                     ));

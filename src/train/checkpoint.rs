@@ -59,11 +59,16 @@ pub fn save(
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
     for (file, tensors) in [(MODEL_FILE, model), (EMA_FILE, ema), (OPTIM_FILE, optim)] {
-        candle::safetensors::save(tensors, tmp.join(file))?;
+        let path = tmp.join(file);
+        candle::safetensors::save(tensors, &path)
+            .map_err(|e| Error::Checkpoint(format!("writing {}: {e}", path.display())))?;
+        sync(&path)?;
     }
     let json = serde_json::to_vec_pretty(meta).expect("Meta serialises. This is a bug.");
     let meta_path = tmp.join(META_FILE);
     std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
+    sync(&meta_path)?;
+    sync(&tmp)?;
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
     }
@@ -75,6 +80,13 @@ pub fn save(
         }
     }
     Ok(dest)
+}
+
+/// Flushes a file or directory to disk, so a rename never publishes unwritten data.
+pub(crate) fn sync(path: &Path) -> Result<()> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|e| Error::io(path, e))
 }
 
 /// Complete checkpoints under `root`, oldest first, as (step, dir).

@@ -41,7 +41,19 @@ impl Ema {
             let t = saved
                 .remove(name.as_str())
                 .ok_or_else(|| Error::Checkpoint(format!("EMA weights have no `{name}`")))?;
+            if t.dims() != s.dims() {
+                return Err(Error::Checkpoint(format!(
+                    "EMA `{name}` has shape {:?}, the parameter has {:?}",
+                    t.dims(),
+                    s.dims()
+                )));
+            }
             *s = t.to_device(s.device())?.to_dtype(s.dtype())?;
+        }
+        if let Some(extra) = saved.keys().next() {
+            return Err(Error::Checkpoint(format!(
+                "EMA weights have `{extra}`, which is not a parameter of this model"
+            )));
         }
         Ok(())
     }

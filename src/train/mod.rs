@@ -177,6 +177,10 @@ impl MetricLog {
     /// checkpoint (by a run that stopped before its next checkpoint) are dropped first: the
     /// resumed run recomputes them exactly.
     fn open(path: PathBuf, resume_step: Option<u64>) -> Result<Self> {
+        if resume_step.is_none() && path.exists() {
+            // A fresh run (no checkpoint yet): points of an earlier attempt do not belong to it.
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
         if let (Some(keep), true) = (resume_step, path.exists()) {
             let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
             let kept: String = text
@@ -254,6 +258,43 @@ fn to_device(batch: Batch, dev: &Device) -> Result<Batch> {
     })
 }
 
+/// The first spec key (dotted path) whose change would break an exact resume, if any.
+/// `steps`, `name`, `checkpoint`, `validation` and `export` may change between runs.
+fn resume_mismatch(saved: &JobSpec, now: &JobSpec) -> Option<String> {
+    fn normalise(s: &JobSpec) -> serde_json::Value {
+        let mut v = serde_json::to_value(s).expect("JobSpec serialises. This is a bug.");
+        let obj = v.as_object_mut().expect("JobSpec is an object");
+        for k in ["steps", "name", "checkpoint", "validation", "export"] {
+            obj.remove(k);
+        }
+        if let Some(d) = obj.get_mut("data").and_then(|d| d.as_object_mut()) {
+            d.remove("val");
+            d.remove("prefetch");
+        }
+        v
+    }
+    fn first_diff(a: &serde_json::Value, b: &serde_json::Value, path: &str) -> Option<String> {
+        match (a, b) {
+            (serde_json::Value::Object(x), serde_json::Value::Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                keys.into_iter().find_map(|k| {
+                    let p = if path.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{path}.{k}")
+                    };
+                    let null = serde_json::Value::Null;
+                    first_diff(x.get(k).unwrap_or(&null), y.get(k).unwrap_or(&null), &p)
+                })
+            }
+            _ => (a != b).then(|| path.to_string()),
+        }
+    }
+    first_diff(&normalise(saved), &normalise(now), "")
+}
+
 /// Runs a whole training job on the calling thread (never call it on an async runtime).
 pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     spec.validate()?;
@@ -268,6 +309,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut opt = Adam::new(model.trainable(), spec.optimizer.clone())?;
     let mut ema = Ema::new(opt.params(), spec.ema.decay)?;
     let mut start_step = 0;
+    let mut resumed_metrics = BTreeMap::new();
     if opts.resume {
         let dir = checkpoint::latest(&ckpt_root)?.ok_or_else(|| {
             Error::Checkpoint(format!(
@@ -276,16 +318,27 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             ))
         })?;
         let loaded = checkpoint::load(&dir, &device)?;
-        let saved_arch = loaded.meta.spec.restorer.resolve()?;
-        if saved_arch != arch {
+        if let Some(key) = resume_mismatch(&loaded.meta.spec, spec) {
             return Err(Error::Checkpoint(format!(
-                "{} was trained with {saved_arch:?}, the spec asks for {arch:?}",
+                "{} was trained with a different `{key}`; resuming needs the same spec (only \
+                 steps, checkpoint, validation and export may change)",
                 dir.display()
             )));
         }
-        model.load_tensors(loaded.model)?;
-        opt.load_state(loaded.optim, loaded.meta.step)?;
-        ema.load(loaded.ema)?;
+        if loaded.meta.step > spec.steps {
+            return Err(Error::Checkpoint(format!(
+                "{} is at step {}, past the spec's steps = {}",
+                dir.display(),
+                loaded.meta.step,
+                spec.steps
+            )));
+        }
+        let in_ckpt = |e: Error| Error::Checkpoint(format!("{}: {e}", dir.display()));
+        model.load_tensors(loaded.model).map_err(in_ckpt)?;
+        opt.load_state(loaded.optim, loaded.meta.step)
+            .map_err(in_ckpt)?;
+        ema.load(loaded.ema).map_err(in_ckpt)?;
+        resumed_metrics = loaded.meta.metrics;
         start_step = loaded.meta.step;
         tracing::info!(checkpoint = %dir.display(), step = start_step, "resuming");
     } else if checkpoint::latest(&ckpt_root)?.is_some() {
@@ -303,10 +356,10 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         .data
         .val
         .as_ref()
-        .map(|v| PairedFolder::load(&v.lq, &v.gt, 1, v.max_images))
+        .map(|v| PairedFolder::load(&v.lq, &v.gt, crate::metrics::SSIM_WINDOW, v.max_images))
         .transpose()?;
     let tiling = (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile));
-    let loader = Loader::spawn(
+    let mut loader = Loader::spawn(
         data,
         spec.seed,
         start_step + 1..spec.steps + 1,
@@ -332,7 +385,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     };
 
     // 3. The step loop.
-    let mut latest_metrics = BTreeMap::new();
+    let mut latest_metrics = resumed_metrics;
     let mut final_loss = f64::NAN;
     let mut step_time = std::time::Duration::ZERO;
     for step in start_step + 1..=spec.steps {
