@@ -1,5 +1,6 @@
 //! Restorer networks (VDN U-Net presets, DnCNN): configs, construction, init and size accounting.
 
+pub mod diffusion;
 mod dncnn;
 mod unet;
 pub mod upsample;
@@ -10,6 +11,7 @@ use rand::SeedableRng;
 use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
+pub use diffusion::{DiffusionConfig, DiffusionUNet};
 pub use dncnn::{DnCnn, DnCnnConfig};
 pub use unet::{UNet, UNetConfig};
 
@@ -227,6 +229,16 @@ mod tests {
         assert_eq!(count("unet-b"), 12_068_271);
         // DnCNN colour, 17 layers, 64 features, BN, no bias: 1728 + 15·(36864 + 128) + 1728.
         assert_eq!(count("dncnn"), 558_336);
+    }
+
+    #[test]
+    fn diffusion_b_parameter_count_matches_the_official_config() {
+        // method.md §2.1: 62,643,075 for [64,128,256,512], 2 res blocks, middle attention.
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        DiffusionUNet::new(vb, &DiffusionConfig::preset("diffusion-b").unwrap()).unwrap();
+        let n: usize = varmap.all_vars().iter().map(|v| v.elem_count()).sum();
+        assert_eq!(n, 62_643_075);
     }
 
     #[test]

@@ -1,0 +1,457 @@
+//! Conditional diffusion U-Net of Denoising as Adaptation (official
+//! models/guided_diffusion_modules/unet.py, Palette's adaptation of openai guided-diffusion):
+//! predicts the noise ε of a noisy target from 9 input channels [y_t, condition A, condition B]
+//! and the continuous noise level ᾱ.
+//!
+//! ResBlocks: GroupNorm → SiLU → conv, scale-shift conditioning from the ᾱ embedding, GroupNorm →
+//! SiLU → dropout → conv, 1×1-conv skip when channels change; down/up ResBlocks resample inside
+//! (2×2 average pool / nearest ×2); the middle block has optional legacy-order self-attention
+//! (head dim 32). Group norm uses 32 groups where a layer has at least 64 channels; narrower
+//! layers (the `diffusion-t`/`-s` presets' 32-channel levels) use channels/2 groups, so every
+//! group normalises at least two channels. Dropout masks come from a caller-provided seeded RNG
+//! so training stays reproducible. Keys follow the official module names.
+
+use candle::{Module, Tensor, D};
+use candle_nn::{Conv1d, Conv2d, GroupNorm, Linear, VarBuilder};
+use rand::Rng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::conv3x3;
+
+/// Diffusion U-Net hyper-parameters. Default = the official `diffusion-b`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionConfig {
+    /// Channels per level (official [64, 128, 256, 512]).
+    pub channels: Vec<usize>,
+    /// ResBlocks per level in the encoder (the decoder has one more).
+    #[serde(default = "default_res_blocks")]
+    pub res_blocks: usize,
+    /// Self-attention in the middle block (the only attention the official config uses).
+    #[serde(default = "default_true")]
+    pub attention: bool,
+    /// Dropout inside ResBlocks during training.
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+}
+
+fn default_res_blocks() -> usize {
+    2
+}
+fn default_true() -> bool {
+    true
+}
+fn default_dropout() -> f64 {
+    0.2
+}
+
+impl Default for DiffusionConfig {
+    fn default() -> Self {
+        Self {
+            channels: vec![64, 128, 256, 512],
+            res_blocks: default_res_blocks(),
+            attention: true,
+            dropout: default_dropout(),
+        }
+    }
+}
+
+impl DiffusionConfig {
+    pub const PRESETS: [&'static str; 3] = ["diffusion-t", "diffusion-s", "diffusion-b"];
+
+    /// Paper A4.6: Diffusion-T [32,32,64,64], -S [32,64,128,128], -B [64,128,256,512].
+    pub fn preset(name: &str) -> Option<Self> {
+        let channels = match name {
+            "diffusion-t" => vec![32, 32, 64, 64],
+            "diffusion-s" => vec![32, 64, 128, 128],
+            "diffusion-b" => vec![64, 128, 256, 512],
+            _ => return None,
+        };
+        Some(Self {
+            channels,
+            ..Self::default()
+        })
+    }
+
+    /// Input sides must be a multiple of this.
+    pub fn multiple(&self) -> usize {
+        1 << (self.channels.len() - 1)
+    }
+
+    pub fn validate(&self) -> Result<(), String> {
+        if self.channels.is_empty() || self.channels.len() > 6 {
+            return Err(format!("needs 1 to 6 levels, got {}", self.channels.len()));
+        }
+        if let Some(c) = self
+            .channels
+            .iter()
+            .find(|&&c| c < 2 || c % 2 != 0 || c > 1024)
+        {
+            return Err(format!("channels must be even and in 2..=1024, got {c}"));
+        }
+        if self.attention && self.channels.last().is_some_and(|c| c % 32 != 0) {
+            return Err("attention needs a multiple of 32 channels in the last level".into());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.res_blocks == 0 || self.res_blocks > 4 {
+            return Err(format!(
+                "res_blocks must be in 1..=4, got {}",
+                self.res_blocks
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Group count for a layer of `ch` channels: 32 when every group gets ≥ 2 channels, else ch/2.
+pub fn norm_groups(ch: usize) -> usize {
+    if ch >= 64 && ch % 32 == 0 {
+        32
+    } else {
+        (ch / 2).max(1)
+    }
+}
+
+fn group_norm(ch: usize, vb: VarBuilder) -> candle::Result<GroupNorm> {
+    candle_nn::group_norm(norm_groups(ch), ch, 1e-5, vb)
+}
+
+/// Sinusoidal embedding of ᾱ: `[cos(ᾱ·f_k), sin(ᾱ·f_k)]`, `f_k = exp(−ln(10⁴)·k/half)`.
+pub fn gamma_embedding(gammas: &Tensor, dim: usize) -> candle::Result<Tensor> {
+    let half = dim / 2;
+    let freqs: Vec<f32> = (0..half)
+        .map(|k| (-(10000f64.ln()) * k as f64 / half as f64).exp() as f32)
+        .collect();
+    let freqs = Tensor::from_vec(freqs, (1, half), gammas.device())?;
+    // (b,) -> (b, half)
+    let args = gammas.unsqueeze(1)?.broadcast_mul(&freqs)?;
+    Tensor::cat(&[args.cos()?, args.sin()?], 1)
+}
+
+/// Dropout with a mask drawn from `rng` (inverted scaling); identity without an RNG.
+fn dropout(xs: &Tensor, p: f64, rng: Option<&mut ChaCha8Rng>) -> candle::Result<Tensor> {
+    let Some(rng) = rng else {
+        return Ok(xs.clone());
+    };
+    if p == 0.0 {
+        return Ok(xs.clone());
+    }
+    let keep = (1.0 / (1.0 - p)) as f32;
+    let mask: Vec<f32> = (0..xs.elem_count())
+        .map(|_| if rng.gen::<f64>() < p { 0.0 } else { keep })
+        .collect();
+    xs * Tensor::from_vec(mask, xs.dims(), xs.device())?
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Resample {
+    None,
+    Down,
+    Up,
+}
+
+impl Resample {
+    fn apply(self, xs: &Tensor) -> candle::Result<Tensor> {
+        match self {
+            Resample::None => Ok(xs.clone()),
+            // (b, c, h, w) -> (b, c, h/2, w/2)
+            Resample::Down => xs.avg_pool2d(2),
+            // (b, c, h, w) -> (b, c, 2h, 2w)
+            Resample::Up => {
+                let (_, _, h, w) = xs.dims4()?;
+                xs.upsample_nearest2d(2 * h, 2 * w)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ResBlock {
+    in_norm: GroupNorm,
+    in_conv: Conv2d,
+    emb: Linear,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    skip: Option<Conv2d>,
+    resample: Resample,
+    dropout: f64,
+}
+
+impl ResBlock {
+    fn new(
+        vb: VarBuilder,
+        cin: usize,
+        cout: usize,
+        emb_dim: usize,
+        resample: Resample,
+        dropout: f64,
+    ) -> candle::Result<Self> {
+        let skip = if cin != cout {
+            Some(candle_nn::conv2d(
+                cin,
+                cout,
+                1,
+                Default::default(),
+                vb.pp("skip_connection"),
+            )?)
+        } else {
+            None
+        };
+        Ok(Self {
+            in_norm: group_norm(cin, vb.pp("in_layers").pp(0))?,
+            in_conv: conv3x3(cin, cout, vb.pp("in_layers").pp(2))?,
+            emb: candle_nn::linear(emb_dim, 2 * cout, vb.pp("emb_layers").pp(1))?,
+            out_norm: group_norm(cout, vb.pp("out_layers").pp(0))?,
+            out_conv: conv3x3(cout, cout, vb.pp("out_layers").pp(3))?,
+            skip,
+            resample,
+            dropout,
+        })
+    }
+
+    fn forward(
+        &self,
+        xs: &Tensor,
+        emb: &Tensor,
+        rng: Option<&mut ChaCha8Rng>,
+    ) -> candle::Result<Tensor> {
+        // 1. in_layers, resampling h and x between the activation and the conv.
+        let h = self.in_norm.forward(xs)?.silu()?;
+        let h = self.in_conv.forward(&self.resample.apply(&h)?)?;
+        let xs = self.resample.apply(xs)?;
+        // 2. scale-shift from the noise-level embedding: (b, 2c) -> 2 × (b, c, 1, 1)
+        let e = self.emb.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+        let c = e.dim(1)? / 2;
+        let (scale, shift) = (e.narrow(1, 0, c)?, e.narrow(1, c, c)?);
+        let h = self
+            .out_norm
+            .forward(&h)?
+            .broadcast_mul(&(scale + 1.0)?)?
+            .broadcast_add(&shift)?;
+        // 3. out_layers rest: SiLU → dropout → conv
+        let h = self
+            .out_conv
+            .forward(&dropout(&h.silu()?, self.dropout, rng)?)?;
+        let skip = match &self.skip {
+            Some(conv) => conv.forward(&xs)?,
+            None => xs,
+        };
+        skip + h
+    }
+}
+
+/// Self-attention over spatial positions with head dim 32, legacy QKV order.
+#[derive(Debug, Clone)]
+struct Attention {
+    norm: GroupNorm,
+    qkv: Conv1d,
+    proj: Conv1d,
+    heads: usize,
+}
+
+impl Attention {
+    fn new(vb: VarBuilder, ch: usize) -> candle::Result<Self> {
+        Ok(Self {
+            norm: group_norm(ch, vb.pp("norm"))?,
+            qkv: candle_nn::conv1d(ch, 3 * ch, 1, Default::default(), vb.pp("qkv"))?,
+            proj: candle_nn::conv1d(ch, ch, 1, Default::default(), vb.pp("proj_out"))?,
+            heads: ch / 32,
+        })
+    }
+
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        let (b, c, h, w) = xs.dims4()?;
+        let t = h * w;
+        // (b, c, h, w) -> (b, 3c, t)
+        let qkv = self
+            .qkv
+            .forward(&self.norm.forward(xs)?.reshape((b, c, t))?)?;
+        let hd = c / self.heads;
+        // legacy order: (b, 3c, t) -> (b·heads, 3·hd, t), then split q, k, v
+        let qkv = qkv.reshape((b * self.heads, 3 * hd, t))?;
+        let scale = 1.0 / (hd as f64).sqrt().sqrt();
+        let q = (qkv.narrow(1, 0, hd)? * scale)?;
+        let k = (qkv.narrow(1, hd, hd)? * scale)?;
+        let v = qkv.narrow(1, 2 * hd, hd)?;
+        // weights (b·heads, t, s) = qᵀ k, softmax over s
+        let weights = q.transpose(1, 2)?.contiguous()?.matmul(&k.contiguous()?)?;
+        let weights = candle_nn::ops::softmax(&weights, D::Minus1)?;
+        // (b·heads, hd, t) = v · weightsᵀ
+        let a = v
+            .contiguous()?
+            .matmul(&weights.transpose(1, 2)?.contiguous()?)?;
+        let out = self.proj.forward(&a.reshape((b, c, t))?)?;
+        xs + out.reshape((b, c, h, w))?
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Block {
+    Conv(Conv2d),
+    Res(ResBlock),
+}
+
+/// The conditional ε-prediction network.
+#[derive(Debug, Clone)]
+pub struct DiffusionUNet {
+    emb1: Linear,
+    emb2: Linear,
+    emb_in: usize,
+    input_blocks: Vec<Block>,
+    middle: (ResBlock, Option<Attention>, ResBlock),
+    output_blocks: Vec<(ResBlock, Option<ResBlock>)>,
+    out_norm: GroupNorm,
+    out_conv: Conv2d,
+    multiple: usize,
+}
+
+impl DiffusionUNet {
+    /// 9 input channels (y_t and two 3-channel conditions), 3 output channels (ε).
+    pub fn new(vb: VarBuilder, cfg: &DiffusionConfig) -> candle::Result<Self> {
+        let inner = cfg.channels[0];
+        let emb_dim = 4 * inner;
+        let emb1 = candle_nn::linear(inner, emb_dim, vb.pp("cond_embed").pp(0))?;
+        let emb2 = candle_nn::linear(emb_dim, emb_dim, vb.pp("cond_embed").pp(2))?;
+        let levels = cfg.channels.len();
+        // 1. Encoder.
+        let vbi = vb.pp("input_blocks");
+        let mut input_blocks = vec![Block::Conv(conv3x3(9, inner, vbi.pp(0).pp(0))?)];
+        let mut skip_chans = vec![inner];
+        let mut ch = inner;
+        for (level, &out) in cfg.channels.iter().enumerate() {
+            for _ in 0..cfg.res_blocks {
+                let idx = input_blocks.len();
+                let rb = ResBlock::new(
+                    vbi.pp(idx).pp(0),
+                    ch,
+                    out,
+                    emb_dim,
+                    Resample::None,
+                    cfg.dropout,
+                )?;
+                input_blocks.push(Block::Res(rb));
+                ch = out;
+                skip_chans.push(ch);
+            }
+            if level + 1 < levels {
+                let idx = input_blocks.len();
+                let rb = ResBlock::new(
+                    vbi.pp(idx).pp(0),
+                    ch,
+                    ch,
+                    emb_dim,
+                    Resample::Down,
+                    cfg.dropout,
+                )?;
+                input_blocks.push(Block::Res(rb));
+                skip_chans.push(ch);
+            }
+        }
+        // 2. Middle.
+        let vbm = vb.pp("middle_block");
+        let attn_idx = usize::from(cfg.attention);
+        let middle = (
+            ResBlock::new(vbm.pp(0), ch, ch, emb_dim, Resample::None, cfg.dropout)?,
+            if cfg.attention {
+                Some(Attention::new(vbm.pp(1), ch)?)
+            } else {
+                None
+            },
+            ResBlock::new(
+                vbm.pp(1 + attn_idx),
+                ch,
+                ch,
+                emb_dim,
+                Resample::None,
+                cfg.dropout,
+            )?,
+        );
+        // 3. Decoder: each ResBlock takes its skip; the last of a level (but level 0) upsamples.
+        let vbo = vb.pp("output_blocks");
+        let mut output_blocks = Vec::new();
+        for (level, &out) in cfg.channels.iter().enumerate().rev() {
+            for i in 0..=cfg.res_blocks {
+                let idx = output_blocks.len();
+                let skip = skip_chans.pop().expect("one skip per encoder block");
+                let rb = ResBlock::new(
+                    vbo.pp(idx).pp(0),
+                    ch + skip,
+                    out,
+                    emb_dim,
+                    Resample::None,
+                    cfg.dropout,
+                )?;
+                ch = out;
+                let up = if level > 0 && i == cfg.res_blocks {
+                    Some(ResBlock::new(
+                        vbo.pp(idx).pp(1),
+                        ch,
+                        ch,
+                        emb_dim,
+                        Resample::Up,
+                        cfg.dropout,
+                    )?)
+                } else {
+                    None
+                };
+                output_blocks.push((rb, up));
+            }
+        }
+        Ok(Self {
+            emb1,
+            emb2,
+            emb_in: inner,
+            input_blocks,
+            middle,
+            output_blocks,
+            out_norm: group_norm(ch, vb.pp("out").pp(0))?,
+            out_conv: conv3x3(ch, 3, vb.pp("out").pp(2))?,
+            multiple: cfg.multiple(),
+        })
+    }
+
+    pub fn multiple(&self) -> usize {
+        self.multiple
+    }
+
+    /// ε̂ for `xs` (b, 9, h, w) at noise levels `gammas` (b,). `rng` enables dropout (training).
+    pub fn forward(
+        &self,
+        xs: &Tensor,
+        gammas: &Tensor,
+        mut rng: Option<&mut ChaCha8Rng>,
+    ) -> candle::Result<Tensor> {
+        // 1. Noise-level embedding: (b,) -> (b, 4·inner)
+        let emb = gamma_embedding(gammas, self.emb_in)?;
+        let emb = self.emb2.forward(&self.emb1.forward(&emb)?.silu()?)?;
+        // 2. Encoder, keeping every block's output as a skip.
+        let mut skips = Vec::with_capacity(self.input_blocks.len());
+        let mut h = xs.clone();
+        for block in &self.input_blocks {
+            h = match block {
+                Block::Conv(conv) => conv.forward(&h)?,
+                Block::Res(rb) => rb.forward(&h, &emb, rng.as_deref_mut())?,
+            };
+            skips.push(h.clone());
+        }
+        // 3. Middle.
+        h = self.middle.0.forward(&h, &emb, rng.as_deref_mut())?;
+        if let Some(attn) = &self.middle.1 {
+            h = attn.forward(&h)?;
+        }
+        h = self.middle.2.forward(&h, &emb, rng.as_deref_mut())?;
+        // 4. Decoder.
+        for (rb, up) in &self.output_blocks {
+            let skip = skips.pop().expect("one skip per decoder block");
+            h = rb.forward(&Tensor::cat(&[&h, &skip], 1)?, &emb, rng.as_deref_mut())?;
+            if let Some(up) = up {
+                h = up.forward(&h, &emb, rng.as_deref_mut())?;
+            }
+        }
+        // 5. Head: (b, inner, h, w) -> (b, 3, h, w)
+        self.out_conv.forward(&self.out_norm.forward(&h)?.silu()?)
+    }
+}
