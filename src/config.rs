@@ -29,6 +29,9 @@ pub struct JobSpec {
     /// Number of optimizer steps.
     pub steps: u64,
     pub restorer: RestorerSpec,
+    /// The diffusion network and schedule (adaptation methods only).
+    #[serde(default)]
+    pub diffusion: DiffusionSpec,
     pub data: DataSpec,
     #[serde(default)]
     pub loss: LossSpec,
@@ -58,8 +61,107 @@ pub enum Task {
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
 pub enum Method {
+    /// Charbonnier on the synthetic pairs only.
     #[default]
     Vanilla,
+    /// Denoising as Adaptation: + λ·diffusion loss conditioned on the restored synthetic and
+    /// real images, with channel shuffle and the residual-swap hinge.
+    NoiseDa,
+    /// The paper's extension ("Ours-Ex"): the diffusion target is an unpaired clean image, no
+    /// contrastive term.
+    NoiseDaUnpaired,
+}
+
+impl Method {
+    pub fn uses_diffusion(self) -> bool {
+        !matches!(self, Method::Vanilla)
+    }
+}
+
+/// Which restored images fill the diffusion network's two condition slots.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Conditions {
+    /// Synthetic and real (the method).
+    #[default]
+    Both,
+    /// Only the synthetic output, in both slots (ablation).
+    Synthetic,
+    /// Only the real output, in both slots (ablation).
+    Real,
+}
+
+/// The diffusion network: a preset or explicit sizes, and the noise schedule.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DiffusionSpec {
+    /// `diffusion-t`, `diffusion-s` or `diffusion-b` (channels [32,32,64,64] / [32,64,128,128] /
+    /// [64,128,256,512]); explicit fields below override it.
+    #[serde(default = "default_diffusion_preset")]
+    pub preset: String,
+    pub channels: Option<Vec<usize>>,
+    pub res_blocks: Option<usize>,
+    pub attention: Option<bool>,
+    pub dropout: Option<f64>,
+    /// Steps of the linear β schedule.
+    #[serde(default = "default_timesteps")]
+    pub timesteps: usize,
+    /// β at the first and the last step.
+    #[serde(default = "default_beta")]
+    pub beta: [f64; 2],
+}
+
+fn default_diffusion_preset() -> String {
+    "diffusion-t".into()
+}
+fn default_timesteps() -> usize {
+    1000
+}
+fn default_beta() -> [f64; 2] {
+    [1e-6, 1e-2]
+}
+
+impl Default for DiffusionSpec {
+    fn default() -> Self {
+        Self {
+            preset: default_diffusion_preset(),
+            channels: None,
+            res_blocks: None,
+            attention: None,
+            dropout: None,
+            timesteps: default_timesteps(),
+            beta: default_beta(),
+        }
+    }
+}
+
+impl DiffusionSpec {
+    pub fn resolve(&self) -> Result<crate::model::DiffusionConfig> {
+        let mut cfg = crate::model::DiffusionConfig::preset(&self.preset).ok_or_else(|| {
+            Error::config(
+                "diffusion.preset",
+                format!(
+                    "unknown preset `{}`; expected one of {}",
+                    self.preset,
+                    crate::model::DiffusionConfig::PRESETS.join(", ")
+                ),
+            )
+        })?;
+        if let Some(c) = &self.channels {
+            cfg.channels = c.clone();
+        }
+        if let Some(r) = self.res_blocks {
+            cfg.res_blocks = r;
+        }
+        if let Some(a) = self.attention {
+            cfg.attention = a;
+        }
+        if let Some(d) = self.dropout {
+            cfg.dropout = d;
+        }
+        cfg.validate().map_err(|e| Error::config("diffusion", e))?;
+        Ok(cfg)
+    }
 }
 
 /// The restorer: a preset name, or an explicit architecture.
@@ -173,6 +275,8 @@ pub struct DataSpec {
     pub synthetic: SyntheticSpec,
     /// Unlabeled real-domain degraded images (used by the adaptation methods).
     pub real: Option<FolderSpec>,
+    /// Unpaired clean images: the diffusion target of `noise-da-unpaired`.
+    pub unpaired: Option<FolderSpec>,
     /// Paired validation folders.
     pub val: Option<PairedSpec>,
 }
@@ -232,6 +336,43 @@ pub struct LossSpec {
     /// Charbonnier ε (the square is added inside the root).
     #[serde(default = "default_charbonnier_eps")]
     pub charbonnier_eps: f64,
+    /// λ_max of the diffusion loss: λ = diffusion_weight·tanh(2.5·p).
+    #[serde(default = "default_diffusion_weight")]
+    pub diffusion_weight: f64,
+    /// Steps over which p ramps from 0 to 1 (the official code: 300 epochs).
+    #[serde(default = "default_ramp_steps")]
+    pub ramp_steps: u64,
+    /// Margin δ of the residual-swap hinge on batch-mean MSEs.
+    #[serde(default = "default_margin")]
+    pub margin: f64,
+    /// Per-sample swap of the two condition slots ("channel shuffle").
+    #[serde(default = "yes")]
+    pub shuffle: bool,
+    /// The residual-swap contrastive term (noise-da only).
+    #[serde(default = "yes")]
+    pub residual_swap: bool,
+    /// Which restored images condition the diffusion network.
+    #[serde(default)]
+    pub conditions: Conditions,
+    /// Integer timestep range [lo, hi] drawn per sample (1 ≤ lo ≤ hi < diffusion.timesteps).
+    #[serde(default = "default_t_range")]
+    pub t_range: [usize; 2],
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_diffusion_weight() -> f64 {
+    0.2
+}
+fn default_ramp_steps() -> u64 {
+    1000
+}
+fn default_margin() -> f64 {
+    0.1
+}
+fn default_t_range() -> [usize; 2] {
+    [1, 999]
 }
 
 fn default_charbonnier_eps() -> f64 {
@@ -242,6 +383,13 @@ impl Default for LossSpec {
     fn default() -> Self {
         Self {
             charbonnier_eps: default_charbonnier_eps(),
+            diffusion_weight: default_diffusion_weight(),
+            ramp_steps: default_ramp_steps(),
+            margin: default_margin(),
+            shuffle: true,
+            residual_swap: true,
+            conditions: Conditions::default(),
+            t_range: default_t_range(),
         }
     }
 }
@@ -267,6 +415,8 @@ pub struct OptimizerSpec {
     pub eps: f64,
     #[serde(default)]
     pub weight_decay: f64,
+    /// Learning rate of the diffusion network (default: `lr`).
+    pub diffusion_lr: Option<f64>,
 }
 
 fn default_lr() -> f64 {
@@ -287,6 +437,7 @@ impl Default for OptimizerSpec {
             betas: default_betas(),
             eps: default_adam_eps(),
             weight_decay: 0.0,
+            diffusion_lr: None,
         }
     }
 }
@@ -413,7 +564,10 @@ impl JobSpec {
         for p in [&mut s.clean, &mut s.lq, &mut s.gt].into_iter().flatten() {
             fix(p);
         }
-        if let Some(r) = &mut self.data.real {
+        for r in [&mut self.data.real, &mut self.data.unpaired]
+            .into_iter()
+            .flatten()
+        {
             fix(&mut r.dir);
         }
         if let Some(v) = &mut self.data.val {
@@ -474,6 +628,63 @@ impl JobSpec {
                     "data.synthetic",
                     "give either `clean` (+ `degradation`) or both `lq` and `gt`",
                 ))
+            }
+        }
+        if self.method.uses_diffusion() {
+            let cfg = self.diffusion.resolve()?;
+            if d.real.is_none() {
+                return Err(Error::config(
+                    "data.real",
+                    "the adaptation methods need unlabeled real images: [data.real] dir = ...",
+                ));
+            }
+            if self.method == Method::NoiseDaUnpaired && d.unpaired.is_none() {
+                return Err(Error::config(
+                    "data.unpaired",
+                    "noise-da-unpaired needs a folder of unpaired clean images: [data.unpaired] dir = ...",
+                ));
+            }
+            if !d.patch.is_multiple_of(cfg.multiple()) {
+                return Err(Error::config(
+                    "data.patch",
+                    format!(
+                        "must be a multiple of {} for this diffusion net",
+                        cfg.multiple()
+                    ),
+                ));
+            }
+            let ds = &self.diffusion;
+            if ds.timesteps < 2 {
+                return Err(Error::config("diffusion.timesteps", "must be at least 2"));
+            }
+            let [b0, b1] = ds.beta;
+            if !(b0.is_finite() && b1.is_finite() && 0.0 < b0 && b0 <= b1 && b1 < 1.0) {
+                return Err(Error::config(
+                    "diffusion.beta",
+                    format!("must satisfy 0 < lo <= hi < 1, got [{b0}, {b1}]"),
+                ));
+            }
+            let l = &self.loss;
+            let [t0, t1] = l.t_range;
+            if !(1 <= t0 && t0 <= t1 && t1 < ds.timesteps) {
+                return Err(Error::config(
+                    "loss.t_range",
+                    format!(
+                        "must satisfy 1 <= lo <= hi < diffusion.timesteps ({}), got [{t0}, {t1}]",
+                        ds.timesteps
+                    ),
+                ));
+            }
+            if !l.diffusion_weight.is_finite() || l.diffusion_weight < 0.0 {
+                return Err(Error::config("loss.diffusion_weight", "must be >= 0"));
+            }
+            if !l.margin.is_finite() || l.margin < 0.0 {
+                return Err(Error::config("loss.margin", "must be >= 0"));
+            }
+            if let Some(lr) = self.optimizer.diffusion_lr {
+                if !lr.is_finite() || lr <= 0.0 {
+                    return Err(Error::config("optimizer.diffusion_lr", "must be > 0"));
+                }
             }
         }
         let o = &self.optimizer;

@@ -197,6 +197,8 @@ pub enum SyntheticSource {
 pub struct TrainData {
     pub synthetic: SyntheticSource,
     pub real: Option<UnlabeledFolder>,
+    /// Unpaired clean images (diffusion targets of `noise-da-unpaired`).
+    pub unpaired: Option<CleanFolder>,
     pub patch: usize,
 }
 
@@ -223,9 +225,15 @@ impl TrainData {
             .as_ref()
             .map(|r| UnlabeledFolder::load(&r.dir, spec.patch))
             .transpose()?;
+        let unpaired = spec
+            .unpaired
+            .as_ref()
+            .map(|u| CleanFolder::load(&u.dir, spec.patch))
+            .transpose()?;
         Ok(Self {
             synthetic,
             real,
+            unpaired,
             patch: spec.patch,
         })
     }
@@ -258,9 +266,19 @@ impl TrainData {
     /// One real-domain sample (own crop and transform), if a real folder is configured.
     pub fn sample_real(&self, rng: &mut impl Rng) -> Option<Image> {
         let folder = self.real.as_ref()?;
-        let (_, img) = &folder.images[rng.gen_range(0..folder.images.len())];
+        Some(self.random_patch(rng, &folder.images))
+    }
+
+    /// One unpaired clean sample, if an unpaired folder is configured.
+    pub fn sample_unpaired(&self, rng: &mut impl Rng) -> Option<Image> {
+        let folder = self.unpaired.as_ref()?;
+        Some(self.random_patch(rng, &folder.images))
+    }
+
+    fn random_patch(&self, rng: &mut impl Rng, images: &[(PathBuf, RgbImage)]) -> Image {
+        let (_, img) = &images[rng.gen_range(0..images.len())];
         let (x, y) = random_origin(rng, img, self.patch);
-        Some(dihedral(&crop(img, x, y, self.patch), rng.gen_range(0..8)))
+        dihedral(&crop(img, x, y, self.patch), rng.gen_range(0..8))
     }
 }
 

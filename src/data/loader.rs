@@ -22,6 +22,8 @@ pub struct Batch {
     pub gt: Tensor,
     /// Unlabeled real-domain inputs, when the data has a real folder.
     pub real: Option<Tensor>,
+    /// Unpaired clean images, when the data has an unpaired folder.
+    pub unpaired: Option<Tensor>,
 }
 
 /// The RNG of one step's batch: a ChaCha stream per step under the job seed.
@@ -47,24 +49,21 @@ fn stack(images: &[Image]) -> Result<Tensor> {
 /// Builds the batch of `step`; a pure function of (data, seed, step, batch size).
 pub fn make_batch(data: &TrainData, seed: u64, step: u64, batch: usize) -> Result<Batch> {
     let mut rng = step_rng(seed, step);
-    let (mut lqs, mut gts, mut reals) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut lqs, mut gts, mut reals, mut unpaired) = (vec![], vec![], vec![], vec![]);
     for _ in 0..batch {
         let (lq, gt) = data.sample_synthetic(&mut rng);
         lqs.push(lq);
         gts.push(gt);
-        if let Some(r) = data.sample_real(&mut rng) {
-            reals.push(r);
-        }
+        reals.extend(data.sample_real(&mut rng));
+        unpaired.extend(data.sample_unpaired(&mut rng));
     }
+    let optional = |v: Vec<Image>| (!v.is_empty()).then(|| stack(&v)).transpose();
     Ok(Batch {
         step,
         lq: stack(&lqs)?,
         gt: stack(&gts)?,
-        real: if reals.is_empty() {
-            None
-        } else {
-            Some(stack(&reals)?)
-        },
+        real: optional(reals)?,
+        unpaired: optional(unpaired)?,
     })
 }
 

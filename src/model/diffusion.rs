@@ -86,11 +86,11 @@ impl DiffusionConfig {
         if let Some(c) = self
             .channels
             .iter()
-            .find(|&&c| c < 2 || c % 2 != 0 || c > 1024)
+            .find(|&&c| c < 2 || !c.is_multiple_of(2) || c > 1024)
         {
             return Err(format!("channels must be even and in 2..=1024, got {c}"));
         }
-        if self.attention && self.channels.last().is_some_and(|c| c % 32 != 0) {
+        if self.attention && self.channels.last().is_some_and(|c| !c.is_multiple_of(32)) {
             return Err("attention needs a multiple of 32 channels in the last level".into());
         }
         if !(0.0..1.0).contains(&self.dropout) {
@@ -108,7 +108,7 @@ impl DiffusionConfig {
 
 /// Group count for a layer of `ch` channels: 32 when every group gets ≥ 2 channels, else ch/2.
 pub fn norm_groups(ch: usize) -> usize {
-    if ch >= 64 && ch % 32 == 0 {
+    if ch >= 64 && ch.is_multiple_of(32) {
         32
     } else {
         (ch / 2).max(1)
@@ -291,7 +291,7 @@ impl Attention {
 #[derive(Debug, Clone)]
 enum Block {
     Conv(Conv2d),
-    Res(ResBlock),
+    Res(Box<ResBlock>),
 }
 
 /// The conditional ε-prediction network.
@@ -332,7 +332,7 @@ impl DiffusionUNet {
                     Resample::None,
                     cfg.dropout,
                 )?;
-                input_blocks.push(Block::Res(rb));
+                input_blocks.push(Block::Res(Box::new(rb)));
                 ch = out;
                 skip_chans.push(ch);
             }
@@ -346,7 +346,7 @@ impl DiffusionUNet {
                     Resample::Down,
                     cfg.dropout,
                 )?;
-                input_blocks.push(Block::Res(rb));
+                input_blocks.push(Block::Res(Box::new(rb)));
                 skip_chans.push(ch);
             }
         }

@@ -161,15 +161,17 @@ pub fn is_trainable(name: &str) -> bool {
 }
 
 /// Official init (core/base_network.py): kaiming-normal (a=0, fan_in) on every conv/linear
-/// weight, zero biases; norm-layer scales stay 1. Draws in name order from `seed`, so a
-/// VarMap is initialised identically on every run and device.
-pub fn init_weights(varmap: &VarMap, seed: u64) -> candle::Result<()> {
+/// weight, zero biases; norm-layer scales stay 1. Initialises the variables under `prefix`,
+/// drawing in name order from ChaCha stream `stream` of `seed`, so each network is initialised
+/// identically on every run and device, whatever other networks share the VarMap.
+pub fn init_weights(varmap: &VarMap, prefix: &str, seed: u64, stream: u64) -> candle::Result<()> {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(stream);
     let data = varmap
         .data()
         .lock()
         .expect("varmap lock poisoned. This is a bug.");
-    let mut names: Vec<&String> = data.keys().collect();
+    let mut names: Vec<&String> = data.keys().filter(|n| n.starts_with(prefix)).collect();
     names.sort();
     for name in names {
         let var = &data[name];

@@ -20,9 +20,10 @@ use crate::artifact;
 use crate::config::{JobSpec, Weights};
 use crate::data::{Batch, Loader, PairedFolder, TrainData};
 use crate::infer::{self, Tiling};
+use crate::method::Nets;
 use crate::method::Objective;
 use crate::metrics::{self, Channel};
-use crate::model::{self, ArchConfig, Restorer};
+use crate::model::{self, ArchConfig, DiffusionConfig, DiffusionUNet, Restorer};
 use crate::{Error, Result};
 
 pub use ema::Ema;
@@ -30,6 +31,11 @@ pub use optim::Adam;
 
 /// Prefix of the restorer's variables inside the training VarMap.
 pub const RESTORER: &str = "restorer";
+/// Prefix of the diffusion network's variables inside the training VarMap.
+pub const DIFFUSION: &str = "diffusion";
+
+/// Mixed into the job seed for the per-step diffusion draws (t, ᾱ, ε, masks, dropout).
+const DIFFUSION_SEED_SALT: u64 = 0x9e37_79b9_7f4a_7c15;
 
 /// How a run is driven (beyond its spec).
 #[derive(Debug, Clone)]
@@ -70,23 +76,43 @@ struct MetricPoint<'a> {
 pub struct Model {
     pub varmap: VarMap,
     pub restorer: Restorer,
+    /// The diffusion network of the adaptation methods (trained with, never exported).
+    pub diffusion: Option<DiffusionUNet>,
     pub arch: ArchConfig,
     pub device: Device,
 }
 
 impl Model {
-    /// Builds the restorer under the `restorer.` prefix and applies the seeded official init.
-    pub fn new(arch: &ArchConfig, seed: u64, device: &Device) -> Result<Self> {
+    /// Builds the restorer under `restorer.` (and the diffusion net under `diffusion.`) and
+    /// applies the seeded official init; the restorer's init does not depend on the other net.
+    pub fn new(
+        arch: &ArchConfig,
+        diffusion: Option<&DiffusionConfig>,
+        seed: u64,
+        device: &Device,
+    ) -> Result<Self> {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, device);
         let restorer = Restorer::new(vb.pp(RESTORER), arch)?;
-        model::init_weights(&varmap, seed)?;
+        let diffusion = diffusion
+            .map(|cfg| DiffusionUNet::new(vb.pp(DIFFUSION), cfg))
+            .transpose()?;
+        model::init_weights(&varmap, &format!("{RESTORER}."), seed, 0)?;
+        model::init_weights(&varmap, &format!("{DIFFUSION}."), seed, 1)?;
         Ok(Self {
             varmap,
             restorer,
+            diffusion,
             arch: arch.clone(),
             device: device.clone(),
         })
+    }
+
+    pub fn nets(&self) -> Nets<'_> {
+        Nets {
+            restorer: &self.restorer,
+            diffusion: self.diffusion.as_ref(),
+        }
     }
 
     /// Trainable variables sorted by name.
@@ -255,6 +281,7 @@ fn to_device(batch: Batch, dev: &Device) -> Result<Batch> {
         lq: batch.lq.to_device(dev)?,
         gt: batch.gt.to_device(dev)?,
         real: batch.real.map(|r| r.to_device(dev)).transpose()?,
+        unpaired: batch.unpaired.map(|r| r.to_device(dev)).transpose()?,
     })
 }
 
@@ -305,8 +332,16 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     let ckpt_root = out.join("checkpoints");
 
     // 1. Networks, optimizer, EMA (fresh, or from the newest checkpoint).
-    let model = Model::new(&arch, spec.seed, &device)?;
+    let diffusion_cfg = spec
+        .method
+        .uses_diffusion()
+        .then(|| spec.diffusion.resolve())
+        .transpose()?;
+    let model = Model::new(&arch, diffusion_cfg.as_ref(), spec.seed, &device)?;
     let mut opt = Adam::new(model.trainable(), spec.optimizer.clone())?;
+    if let Some(lr) = spec.optimizer.diffusion_lr {
+        opt = opt.with_lr(&format!("{DIFFUSION}."), lr);
+    }
     let mut ema = Ema::new(opt.params(), spec.ema.decay)?;
     let mut start_step = 0;
     let mut resumed_metrics = BTreeMap::new();
@@ -366,7 +401,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         spec.data.batch,
         spec.data.prefetch,
     );
-    let objective = Objective::from_spec(spec);
+    let objective = Objective::from_spec(spec)?;
     let mut log = MetricLog::open(out.join("metrics.jsonl"), opts.resume.then_some(start_step))?;
 
     let bar = if opts.progress {
@@ -392,7 +427,9 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         let t0 = Instant::now();
         let batch = to_device(loader.next_batch()?, &device)?;
         debug_assert_eq!(batch.step, step);
-        let outp = objective.step(&model.restorer, &batch)?;
+        // The diffusion draws of a step come from their own stream, so resume stays exact.
+        let mut rng = crate::data::loader::step_rng(spec.seed ^ DIFFUSION_SEED_SALT, step);
+        let outp = objective.step(model.nets(), &batch, &mut rng)?;
         let grads = outp.loss.backward()?;
         opt.step(&grads)?;
         ema.update(opt.params(), step)?;
@@ -480,7 +517,13 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
 pub fn export_checkpoint(ckpt: &Path, out: &Path, weights: Weights) -> Result<artifact::Manifest> {
     let loaded = checkpoint::load(ckpt, &Device::Cpu)?;
     let arch = loaded.meta.spec.restorer.resolve()?;
-    let model = Model::new(&arch, 0, &Device::Cpu)?;
+    let spec = &loaded.meta.spec;
+    let diffusion_cfg = spec
+        .method
+        .uses_diffusion()
+        .then(|| spec.diffusion.resolve())
+        .transpose()?;
+    let model = Model::new(&arch, diffusion_cfg.as_ref(), 0, &Device::Cpu)?;
     model.load_tensors(loaded.model)?;
     let mut ema = Ema::new(&model.trainable(), loaded.meta.spec.ema.decay)?;
     ema.load(loaded.ema)?;

@@ -15,6 +15,8 @@ pub struct Adam {
     /// Number of steps taken (bias correction uses it).
     t: u64,
     cfg: OptimizerSpec,
+    /// Learning rate per parameter (the spec's `lr` unless overridden by prefix).
+    lrs: Vec<f64>,
 }
 
 impl Adam {
@@ -25,13 +27,25 @@ impl Adam {
             .map(|(_, p)| p.zeros_like())
             .collect::<candle::Result<Vec<_>>>()?;
         let v = m.clone();
+        let lrs = vec![cfg.lr; params.len()];
         Ok(Self {
             params,
             m,
             v,
             t: 0,
             cfg,
+            lrs,
         })
+    }
+
+    /// Uses `lr` for every parameter whose name starts with `prefix`.
+    pub fn with_lr(mut self, prefix: &str, lr: f64) -> Self {
+        for (i, (name, _)) in self.params.iter().enumerate() {
+            if name.starts_with(prefix) {
+                self.lrs[i] = lr;
+            }
+        }
+        self
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -46,12 +60,12 @@ impl Adam {
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
         self.t += 1;
         let [b1, b2] = self.cfg.betas;
-        let lr = self.cfg.lr;
         let t = self.t as i32;
         let bc1 = 1.0 - b1.powi(t);
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
-        let step_size = lr / bc1;
         for (i, (_, p)) in self.params.iter().enumerate() {
+            let lr = self.lrs[i];
+            let step_size = lr / bc1;
             // Detached: a tracked gradient would chain every step's graph into the moments.
             let Some(g) = grads.get(p).map(|g| g.detach()) else {
                 continue;

@@ -85,3 +85,22 @@ pub fn shared_data() -> Option<PathBuf> {
         None
     }
 }
+
+/// A tiny noise-da job on top of `tiny_spec`: diffusion net [8, 16], one res block, no
+/// attention; `real` holds unlabeled images.
+pub fn tiny_joint_spec(clean: &Path, real: &Path, steps: u64, ckpt_every: u64) -> JobSpec {
+    let mut spec = tiny_spec(clean, steps, ckpt_every);
+    spec.method = noiseda::config::Method::NoiseDa;
+    spec.data.real = Some(noiseda::config::FolderSpec {
+        dir: real.to_path_buf(),
+    });
+    spec.diffusion = noiseda::config::DiffusionSpec {
+        channels: Some(vec![8, 16]),
+        res_blocks: Some(1),
+        attention: Some(false),
+        ..Default::default()
+    };
+    spec.loss.ramp_steps = 2;
+    spec.validate().unwrap();
+    spec
+}
