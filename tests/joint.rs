@@ -27,7 +27,7 @@ fn folders(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
         // "real" images: other scenes with a colour cast and noise baked in.
         let mut img = common::photo(k + 5, 40, 44);
         for (i, p) in img.pixels_mut().enumerate() {
-            let n = ((i * 7919 % 23) as i16 - 11) as i16;
+            let n = (i * 7919 % 23) as i16 - 11;
             p.0[0] = (p.0[0] as i16 + 12 + n).clamp(0, 255) as u8;
         }
         img.save(real.join(format!("r{k}.png"))).unwrap();
