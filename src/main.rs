@@ -7,7 +7,7 @@ use noiseda::config::{JobSpec, Weights};
 use noiseda::eval::{Degrade, EvalData, EvalOptions};
 use noiseda::infer::Tiling;
 use noiseda::metrics::Channel;
-use noiseda::model::ArchConfig;
+use noiseda::model::{ArchConfig, DiffusionConfig};
 use noiseda::train::{self, TrainOptions};
 use noiseda::{artifact, demo, Result};
 
@@ -43,6 +43,9 @@ enum Command {
         /// Continue from the newest checkpoint in the output directory.
         #[arg(long)]
         resume: bool,
+        /// Override the spec's number of steps.
+        #[arg(long)]
+        steps: Option<u64>,
         /// Print the summary as JSON.
         #[arg(long)]
         json: bool,
@@ -101,6 +104,7 @@ enum Command {
         weights: WeightsArg,
     },
     /// Restorer presets with parameter counts and GMACs at 128×128 (paper table A1.3).
+    /// Also the diffusion presets with their parameter counts.
     Arch {
         #[arg(long)]
         json: bool,
@@ -181,9 +185,14 @@ fn run(cli: Cli) -> Result<()> {
             config,
             out,
             resume,
+            steps,
             json,
         } => {
-            let spec = JobSpec::from_file(&config)?;
+            let mut spec = JobSpec::from_file(&config)?;
+            if let Some(s) = steps {
+                spec.steps = s;
+                spec.validate()?;
+            }
             let out = out.unwrap_or_else(|| PathBuf::from("runs").join(&spec.name));
             let summary = train::run(
                 &spec,
@@ -303,16 +312,39 @@ fn run(cli: Cli) -> Result<()> {
                     Ok(serde_json::json!({ "preset": p, "arch": arch, "parameters": params, "gmacs_128": gmacs }))
                 })
                 .collect::<Result<Vec<_>>>()?;
+            let diffusion = DiffusionConfig::PRESETS
+                .iter()
+                .map(|p| {
+                    let cfg = DiffusionConfig::preset(p).expect("listed presets exist");
+                    let params = noiseda::model::diffusion::parameter_count(&cfg)?;
+                    Ok(serde_json::json!({ "preset": p, "config": cfg, "parameters": params }))
+                })
+                .collect::<Result<Vec<_>>>()?;
             if json {
-                print_json(&serde_json::json!({ "restorers": rows }));
+                print_json(&serde_json::json!({ "restorers": rows, "diffusion": diffusion }));
             } else {
-                println!("{:<8} {:>12} {:>14}", "preset", "parameters", "GMACs@128²");
+                println!(
+                    "{:<12} {:>12} {:>14}",
+                    "restorer", "parameters", "GMACs@128²"
+                );
                 for r in &rows {
                     println!(
-                        "{:<8} {:>12} {:>14.2}",
+                        "{:<12} {:>12} {:>14.2}",
                         r["preset"].as_str().unwrap_or_default(),
                         r["parameters"],
                         r["gmacs_128"].as_f64().unwrap_or_default()
+                    );
+                }
+                println!(
+                    "\n{:<12} {:>12}  channels (2 res blocks, middle attention, dropout 0.2)",
+                    "diffusion", "parameters"
+                );
+                for d in &diffusion {
+                    println!(
+                        "{:<12} {:>12}  {}",
+                        d["preset"].as_str().unwrap_or_default(),
+                        d["parameters"],
+                        d["config"]["channels"]
                     );
                 }
             }

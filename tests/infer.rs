@@ -233,6 +233,15 @@ fn cli_arch_reports_exact_preset_counts() {
     assert_eq!(count("unet-t"), 2_141_475);
     assert_eq!(count("unet-s"), 8_559_171);
     assert_eq!(count("unet-b"), 12_068_271);
+    let diffusion_b = v["diffusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["preset"] == "diffusion-b")
+        .unwrap()["parameters"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(diffusion_b, 62_643_075);
 }
 
 #[test]
