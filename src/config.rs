@@ -312,6 +312,9 @@ pub enum Degradation {
     /// Additive white Gaussian noise, σ drawn per image uniformly from `sigma` (0–255 units),
     /// not clipped (as the official code).
     Awgn { sigma: [f32; 2] },
+    /// Realistic camera noise: Poisson–Gaussian raw noise, Bayer demosaic, gamma, JPEG
+    /// (`shot`, `read`, `jpeg` ranges; see `data::camera`).
+    Camera(crate::data::camera::CameraNoise),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -614,6 +617,23 @@ impl JobSpec {
                         ));
                     }
                 }
+                Some(Degradation::Camera(c)) => {
+                    let ok = |[lo, hi]: [f32; 2]| {
+                        lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi
+                    };
+                    if !ok(c.shot) || !ok(c.read) {
+                        return Err(Error::config(
+                            "data.synthetic.degradation",
+                            "camera `shot` and `read` must be [low, high] with 0 <= low <= high",
+                        ));
+                    }
+                    if c.jpeg[0] == 0 || c.jpeg[0] > c.jpeg[1] || c.jpeg[1] > 100 {
+                        return Err(Error::config(
+                            "data.synthetic.degradation.jpeg",
+                            "must be [low, high] qualities with 1 <= low <= high <= 100",
+                        ));
+                    }
+                }
             },
             (None, Some(_), Some(_)) => {
                 if s.degradation.is_some() {
@@ -758,6 +778,27 @@ degradation = { kind = "awgn", sigma = [0, 50] }
         assert_eq!(spec.device, "cpu");
         // Round trip through TOML keeps every field.
         assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn camera_degradation_parses_from_toml() {
+        let text = MINIMAL.replace(
+            r#"degradation = { kind = "awgn", sigma = [0, 50] }"#,
+            r#"degradation = { kind = "camera", shot = [1e-4, 1e-3], read = [1e-3, 5e-3], jpeg = [80, 90] }"#,
+        );
+        let spec = JobSpec::from_toml(&text).unwrap();
+        spec.validate().unwrap();
+        assert!(matches!(
+            spec.data.synthetic.degradation,
+            Some(Degradation::Camera(_))
+        ));
+        let bad = text.replace("jpeg = [80, 90]", "jpeg = [90, 80]");
+        let err = JobSpec::from_toml(&bad)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("jpeg"), "{err}");
     }
 
     #[test]

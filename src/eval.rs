@@ -26,6 +26,8 @@ pub enum EvalData {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Degrade {
     Awgn(f32),
+    /// The camera-noise pipeline with its default ranges.
+    Camera,
 }
 
 impl std::str::FromStr for Degrade {
@@ -33,9 +35,12 @@ impl std::str::FromStr for Degrade {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25)"
+                "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25) or camera"
             ))
         };
+        if s == "camera" {
+            return Ok(Self::Camera);
+        }
         let (kind, arg) = s.split_once(':').ok_or_else(bad)?;
         match kind {
             "awgn" => {
@@ -104,9 +109,11 @@ fn load(data: &EvalData, seed: u64, max: usize) -> Result<Vec<(String, Image, Im
                 .map(|(i, (path, img))| {
                     let gt = Image::from_rgb8(img);
                     let mut lq = gt.clone();
+                    let mut rng = step_rng(seed, i as u64);
                     match degrade {
-                        Degrade::Awgn(sigma) => {
-                            add_gaussian(&mut step_rng(seed, i as u64), &mut lq, sigma / 255.0)
+                        Degrade::Awgn(sigma) => add_gaussian(&mut rng, &mut lq, sigma / 255.0),
+                        Degrade::Camera => {
+                            lq = crate::data::camera::CameraNoise::default().apply(&mut rng, &lq)
                         }
                     }
                     let name = file_name(path);

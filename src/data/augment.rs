@@ -67,6 +67,7 @@ pub fn degrade(rng: &mut impl Rng, img: &mut Image, how: &Degradation) {
             };
             add_gaussian(rng, img, sigma / 255.0);
         }
+        Degradation::Camera(cam) => *img = cam.apply(rng, img),
     }
 }
 

@@ -2,6 +2,7 @@
 //! augmentation, and the loader thread that assembles seeded batches.
 
 pub mod augment;
+pub mod camera;
 pub mod dataset;
 pub mod io;
 pub mod loader;

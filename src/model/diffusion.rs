@@ -111,7 +111,11 @@ pub fn parameter_count(cfg: &DiffusionConfig) -> candle::Result<u64> {
     let varmap = candle_nn::VarMap::new();
     let vb = VarBuilder::from_varmap(&varmap, candle::DType::F32, &candle::Device::Cpu);
     DiffusionUNet::new(vb, cfg)?;
-    Ok(varmap.all_vars().iter().map(|v| v.elem_count() as u64).sum())
+    Ok(varmap
+        .all_vars()
+        .iter()
+        .map(|v| v.elem_count() as u64)
+        .sum())
 }
 
 /// Group count for a layer of `ch` channels: 32 when every group gets ≥ 2 channels, else ch/2.
