@@ -139,47 +139,27 @@ fn run(cli: Cli) -> Result<()> {
     let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.command {
         Command::Demo { out, steps } => {
-            let (spec, clean) = demo::prepare(&out, steps)?;
-            let resume = train::checkpoint::latest(&out.join("checkpoints"))?.is_some();
-            eprintln!(
-                "training {} for {} steps on {} bundled photos -> {}",
-                spec.name,
-                spec.steps,
-                demo::PHOTOS.len(),
-                out.display()
-            );
-            let summary = train::run(
-                &spec,
-                &TrainOptions {
-                    out: out.clone(),
-                    resume,
-                    progress,
-                },
-            )?;
-            eprintln!(
-                "trained: final loss {:.5}, {:.3} s/step; evaluating on the photos with AWGN σ=25",
-                summary.final_loss, summary.seconds_per_step
-            );
-            let model = artifact::load(&summary.artifact, &candle::Device::Cpu)?;
-            let report = noiseda::eval::run(
-                &model,
-                &EvalData::Synthetic {
-                    clean,
-                    degrade: Degrade::Awgn(25.0),
-                },
-                &EvalOptions {
-                    channel: Channel::Rgb,
-                    tiling: None,
-                    seed: 0,
-                    max_images: 0,
-                    progress,
-                },
-            )?;
+            let rows = demo::run(&out, steps, progress)?;
+            println!("\nreal-like camera noise, 2 held-out photos (PSNR dB / SSIM):");
             println!(
-                "demo: {} images, noisy input {:.2} dB / {:.4} -> restored {:.2} dB / {:.4} (PSNR / SSIM)",
-                report.images, report.input_psnr, report.input_ssim, report.psnr, report.ssim
+                "{:<16} {:>9} {:>8} {:>8}  artifact",
+                "", "PSNR", "SSIM", "s/step"
             );
-            println!("model artifact: {}", summary.artifact.display());
+            for r in &rows {
+                let sps = r
+                    .seconds_per_step
+                    .map(|s| format!("{s:.2}"))
+                    .unwrap_or_else(|| "-".into());
+                let art = r
+                    .artifact
+                    .as_ref()
+                    .map(|a| a.display().to_string())
+                    .unwrap_or_default();
+                println!(
+                    "{:<16} {:>9.3} {:>8.4} {:>8}  {}",
+                    r.name, r.psnr, r.ssim, sps, art
+                );
+            }
         }
         Command::Train {
             config,

@@ -274,3 +274,43 @@ fn eval_on_real_polyu_pairs() {
         report.input_psnr
     );
 }
+
+#[test]
+fn demo_runs_end_to_end() {
+    // The README's main command, shortened to 2 steps per method.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = noiseda(&[
+        "demo",
+        "--out",
+        tmp.path().to_str().unwrap(),
+        "--steps",
+        "2",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for row in ["noisy input", "demo-vanilla", "demo-noise-da"] {
+        assert!(stdout.contains(row), "{row} missing from:\n{stdout}");
+    }
+    for run in ["demo-vanilla", "demo-noise-da"] {
+        artifact::load(&tmp.path().join(run).join("model"), &Device::Cpu).unwrap();
+    }
+    // Unpacked data: 3 synthetic photos, 1 real, 2 validation pairs.
+    let count = |d: &str| {
+        std::fs::read_dir(tmp.path().join("data").join(d))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(
+        (
+            count("synthetic"),
+            count("real"),
+            count("val/lq"),
+            count("val/gt")
+        ),
+        (3, 1, 2, 2)
+    );
+}

@@ -30,7 +30,7 @@ pub fn load_rgb(path: &Path) -> Result<RgbImage> {
 }
 
 /// Decodes image bytes (any supported format) into 8-bit RGB; `what` names the source.
-pub fn decode_rgb(bytes: &[u8], what: &str) -> Result<RgbImage> {
+pub fn decode_rgb_named(bytes: &[u8], what: &str) -> Result<RgbImage> {
     let img = image::load_from_memory(bytes)
         .map_err(|e| Error::image(what, format!("cannot decode: {e}")))?;
     Ok(img.to_rgb8())

@@ -8,5 +8,5 @@ pub mod io;
 pub mod loader;
 
 pub use dataset::{CleanFolder, Pair, PairedFolder, TrainData, UnlabeledFolder};
-pub use io::{list_images, load_rgb, save_rgb, Image};
+pub use io::{decode_rgb_named, list_images, load_rgb, save_rgb, Image};
 pub use loader::{Batch, Loader};
