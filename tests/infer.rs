@@ -179,6 +179,29 @@ fn cli_restore_eval_and_errors() {
     let input_psnr = report["input_psnr"].as_f64().unwrap();
     assert!((19.5..21.5).contains(&input_psnr), "{input_psnr}");
 
+    // the camera-noise pipeline as the evaluation degradation
+    let out = noiseda(&[
+        "eval",
+        "--model",
+        m,
+        "--clean",
+        inputs.to_str().unwrap(),
+        "--degrade",
+        "camera",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let input_psnr = report["input_psnr"].as_f64().unwrap();
+    assert!(
+        (15.0..45.0).contains(&input_psnr),
+        "camera input PSNR {input_psnr}"
+    );
+
     // bad inputs: a corrupt image, a bad degradation, a missing model
     let bad = tmp.path().join("bad.png");
     std::fs::write(&bad, b"garbage").unwrap();
