@@ -98,6 +98,24 @@ fn role_free_key(path: &Path) -> String {
         .join("_")
 }
 
+/// Indexes files by `key`; two files with the same key are an error naming both.
+fn index_unique<K: std::hash::Hash + Eq>(
+    files: &[PathBuf],
+    key: fn(&Path) -> K,
+) -> Result<HashMap<K, &PathBuf>> {
+    let mut index = HashMap::with_capacity(files.len());
+    for f in files {
+        if let Some(prev) = index.insert(key(f), f) {
+            return Err(Error::Data(format!(
+                "{} and {} map to the same pair name",
+                prev.display(),
+                f.display()
+            )));
+        }
+    }
+    Ok(index)
+}
+
 /// Matches degraded and target files: by exact file name, else by name without role words
 /// (`0001_NOISY_SRGB_010.PNG` ↔ `0001_GT_SRGB_010.PNG`). Any file left unmatched is an error.
 pub fn match_pairs(lq_dir: &Path, gt_dir: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
@@ -111,26 +129,8 @@ pub fn match_pairs(lq_dir: &Path, gt_dir: &Path) -> Result<Vec<(PathBuf, PathBuf
     } else {
         |p| Some(role_free_key(p).into())
     };
-    let mut gt_by_key: HashMap<_, &PathBuf> = HashMap::new();
-    for g in &gts {
-        if let Some(prev) = gt_by_key.insert(key(g), g) {
-            return Err(Error::Data(format!(
-                "{} and {} map to the same pair name",
-                prev.display(),
-                g.display()
-            )));
-        }
-    }
-    let mut lq_keys: HashMap<_, &PathBuf> = HashMap::new();
-    for l in &lqs {
-        if let Some(prev) = lq_keys.insert(key(l), l) {
-            return Err(Error::Data(format!(
-                "{} and {} map to the same pair name",
-                prev.display(),
-                l.display()
-            )));
-        }
-    }
+    let mut gt_by_key = index_unique(&gts, key)?;
+    index_unique(&lqs, key)?;
     let mut pairs = Vec::with_capacity(lqs.len());
     for l in &lqs {
         let g = gt_by_key.remove(&key(l)).ok_or_else(|| {

@@ -82,6 +82,37 @@ pub fn save(
     Ok(dest)
 }
 
+/// Takes `key` out of saved tensors, checked against the live tensor it will replace and moved
+/// to its device and dtype; `what` names the file's role in errors ("EMA weights", ...).
+pub fn take_like(
+    saved: &mut HashMap<String, Tensor>,
+    key: &str,
+    like: &Tensor,
+    what: &str,
+) -> Result<Tensor> {
+    let t = saved
+        .remove(key)
+        .ok_or_else(|| Error::Checkpoint(format!("{what} have no `{key}`")))?;
+    if t.dims() != like.dims() {
+        return Err(Error::Checkpoint(format!(
+            "{what}: `{key}` has shape {:?}, the model has {:?}",
+            t.dims(),
+            like.dims()
+        )));
+    }
+    Ok(t.to_device(like.device())?.to_dtype(like.dtype())?)
+}
+
+/// Fails if saved tensors are left over after every expected key was taken.
+pub fn no_leftovers(saved: &HashMap<String, Tensor>, what: &str) -> Result<()> {
+    match saved.keys().min() {
+        Some(extra) => Err(Error::Checkpoint(format!(
+            "{what} have `{extra}`, which this model does not"
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// Flushes a file or directory to disk, so a rename never publishes unwritten data.
 pub(crate) fn sync(path: &Path) -> Result<()> {
     std::fs::File::open(path)

@@ -5,7 +5,8 @@ use std::collections::HashMap;
 
 use candle::{Tensor, Var};
 
-use crate::{Error, Result};
+use super::checkpoint::{no_leftovers, take_like};
+use crate::Result;
 
 pub struct Ema {
     decay: f64,
@@ -38,23 +39,8 @@ impl Ema {
     /// Restores a saved average; every tracked name must be present.
     pub fn load(&mut self, mut saved: HashMap<String, Tensor>) -> Result<()> {
         for (name, s) in self.shadow.iter_mut() {
-            let t = saved
-                .remove(name.as_str())
-                .ok_or_else(|| Error::Checkpoint(format!("EMA weights have no `{name}`")))?;
-            if t.dims() != s.dims() {
-                return Err(Error::Checkpoint(format!(
-                    "EMA `{name}` has shape {:?}, the parameter has {:?}",
-                    t.dims(),
-                    s.dims()
-                )));
-            }
-            *s = t.to_device(s.device())?.to_dtype(s.dtype())?;
+            *s = take_like(&mut saved, name, s, "EMA weights")?;
         }
-        if let Some(extra) = saved.keys().next() {
-            return Err(Error::Checkpoint(format!(
-                "EMA weights have `{extra}`, which is not a parameter of this model"
-            )));
-        }
-        Ok(())
+        no_leftovers(&saved, "EMA weights")
     }
 }

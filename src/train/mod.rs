@@ -151,24 +151,9 @@ impl Model {
             .lock()
             .expect("varmap lock. This is a bug.");
         for (name, var) in data.iter() {
-            let t = saved
-                .remove(name)
-                .ok_or_else(|| Error::Checkpoint(format!("weights have no `{name}`")))?;
-            if t.dims() != var.dims() {
-                return Err(Error::Checkpoint(format!(
-                    "`{name}` has shape {:?} in the checkpoint but {:?} in the model",
-                    t.dims(),
-                    var.dims()
-                )));
-            }
-            var.set(&t.to_device(var.device())?.to_dtype(var.dtype())?)?;
+            var.set(&checkpoint::take_like(&mut saved, name, var, "weights")?)?;
         }
-        if let Some(extra) = saved.keys().next() {
-            return Err(Error::Checkpoint(format!(
-                "checkpoint has `{extra}`, which this model does not"
-            )));
-        }
-        Ok(())
+        checkpoint::no_leftovers(&saved, "weights")
     }
 
     /// The restorer's tensors without the prefix, with trainable ones from `ema` if given.

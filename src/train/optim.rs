@@ -5,8 +5,9 @@ use std::collections::HashMap;
 
 use candle::{backprop::GradStore, Tensor, Var};
 
+use super::checkpoint::{no_leftovers, take_like};
 use crate::config::{OptimizerKind, OptimizerSpec};
-use crate::{Error, Result};
+use crate::Result;
 
 pub struct Adam {
     params: Vec<(String, Var)>,
@@ -104,25 +105,15 @@ impl Adam {
     ) -> Result<()> {
         for (i, (name, p)) in self.params.iter().enumerate() {
             for (prefix, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
-                let key = format!("{prefix}.{name}");
-                let t = state
-                    .remove(&key)
-                    .ok_or_else(|| Error::Checkpoint(format!("optimizer state has no `{key}`")))?;
-                if t.dims() != p.dims() {
-                    return Err(Error::Checkpoint(format!(
-                        "optimizer `{key}` has shape {:?}, parameter has {:?}",
-                        t.dims(),
-                        p.dims()
-                    )));
-                }
-                *slot = t.to_device(p.device())?.to_dtype(p.dtype())?;
+                *slot = take_like(
+                    &mut state,
+                    &format!("{prefix}.{name}"),
+                    p,
+                    "optimizer state",
+                )?;
             }
         }
-        if let Some(extra) = state.keys().next() {
-            return Err(Error::Checkpoint(format!(
-                "optimizer state has `{extra}`, which is not a parameter of this model"
-            )));
-        }
+        no_leftovers(&state, "optimizer state")?;
         self.t = steps_taken;
         Ok(())
     }
