@@ -5,7 +5,7 @@
 pub mod loss;
 pub mod schedule;
 
-use candle::Tensor;
+use candle::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
@@ -123,20 +123,83 @@ impl Objective {
 }
 
 /// Uniform 0/1 draws as a (b, 1, 1, 1) mask; all zero when `on` is false.
-fn mask(rng: &mut ChaCha8Rng, b: usize, on: bool, like: &Tensor) -> candle::Result<Tensor> {
+fn mask(rng: &mut ChaCha8Rng, b: usize, on: bool, dev: &Device) -> candle::Result<Tensor> {
     let m: Vec<f32> = (0..b)
         .map(|_| f32::from(u8::from(on && rng.gen::<f64>() > 0.5)))
         .collect();
-    Tensor::from_vec(m, (b, 1, 1, 1), like.device())?.to_dtype(like.dtype())
+    Tensor::from_vec(m, (b, 1, 1, 1), dev)
 }
 
-/// method.md §6.3: restorer on both domains, noisy synthetic target, positive (and negative)
-/// diffusion passes, hinge, λ-weighted sum with the Charbonnier loss.
+/// The random draws of one joint step, passed in explicitly so that a step can be replayed
+/// (parity fixtures) or drawn from the step's RNG ([`Draws::sample`]).
+#[derive(Debug, Clone)]
+pub struct Draws {
+    /// Continuous ᾱ per sample, (b,).
+    pub gammas: Tensor,
+    /// ε ~ N(0, I), the shape of the diffusion target.
+    pub eps: Tensor,
+    /// Slot-swap masks of the positive and negative pass, (b, 1, 1, 1) of 0/1.
+    pub mask_pos: Tensor,
+    pub mask_neg: Tensor,
+}
+
+impl Draws {
+    /// Draws ᾱ (t uniform in `t_range`, then between ᾱ[t−1] and ᾱ[t]), ε and the two masks
+    /// (all zero without shuffle) for a target of `shape` (b, c, h, w), in that order.
+    pub fn sample(
+        j: &Joint,
+        shape: (usize, usize, usize, usize),
+        dev: &Device,
+        rng: &mut ChaCha8Rng,
+    ) -> candle::Result<Self> {
+        let (b, c, h, w) = shape;
+        let gammas: Vec<f32> = (0..b)
+            .map(|_| j.schedule.sample_gamma(rng, j.t_range) as f32)
+            .collect();
+        let noise: Vec<f32> = (0..b * c * h * w)
+            .map(|_| StandardNormal.sample(rng))
+            .collect();
+        Ok(Self {
+            gammas: Tensor::from_vec(gammas, b, dev)?,
+            eps: Tensor::from_vec(noise, (b, c, h, w), dev)?,
+            mask_pos: mask(rng, b, j.shuffle, dev)?,
+            mask_neg: mask(rng, b, j.shuffle, dev)?,
+        })
+    }
+}
+
+/// method.md §6.3 with draws from `rng`; dropout masks come from `rng` after the draws.
 fn joint_step(
     j: &Joint,
     nets: Nets,
     batch: &Batch,
     rng: &mut ChaCha8Rng,
+) -> candle::Result<StepOutput> {
+    let y0 = diffusion_target(j, batch)?;
+    let draws = Draws::sample(j, y0.dims4()?, y0.device(), rng)?;
+    joint_step_with(j, nets, batch, &draws, Some(rng))
+}
+
+/// The diffusion target y0: the synthetic GT, or the unpaired clean batch of the extension.
+fn diffusion_target<'a>(j: &Joint, batch: &'a Batch) -> candle::Result<&'a Tensor> {
+    if j.unpaired {
+        batch.unpaired.as_ref().ok_or_else(|| {
+            candle::Error::Msg("noise-da-unpaired needs an unpaired batch (data.unpaired)".into())
+        })
+    } else {
+        Ok(&batch.gt)
+    }
+}
+
+/// method.md §6.3 with explicit draws: restorer on both domains, noisy target, positive (and
+/// negative) diffusion passes, hinge, λ-weighted sum with the Charbonnier loss. `dropout`
+/// enables the diffusion net's dropout.
+pub fn joint_step_with(
+    j: &Joint,
+    nets: Nets,
+    batch: &Batch,
+    draws: &Draws,
+    mut dropout: Option<&mut ChaCha8Rng>,
 ) -> candle::Result<StepOutput> {
     let diffusion = nets
         .diffusion
@@ -153,23 +216,9 @@ fn joint_step(
     let charbonnier = loss::charbonnier(&yh_s, y_s, j.charbonnier_eps)?;
 
     // 2. Noisy target y_t = sqrt(ᾱ)·y0 + sqrt(1 − ᾱ)·ε with per-sample continuous ᾱ.
-    let y0 = if j.unpaired {
-        batch.unpaired.as_ref().ok_or_else(|| {
-            candle::Error::Msg("noise-da-unpaired needs an unpaired batch (data.unpaired)".into())
-        })?
-    } else {
-        y_s
-    };
-    let (b, c, h, w) = y0.dims4()?;
-    let gammas: Vec<f32> = (0..b)
-        .map(|_| j.schedule.sample_gamma(rng, j.t_range) as f32)
-        .collect();
-    let noise: Vec<f32> = (0..b * c * h * w)
-        .map(|_| StandardNormal.sample(rng))
-        .collect();
-    let dev = y0.device();
-    let gammas = Tensor::from_vec(gammas, b, dev)?;
-    let eps = Tensor::from_vec(noise, (b, c, h, w), dev)?;
+    let y0 = diffusion_target(j, batch)?;
+    let (b, _, _, _) = y0.dims4()?;
+    let (gammas, eps) = (&draws.gammas, &draws.eps);
     let g4 = gammas.reshape((b, 1, 1, 1))?;
     let y_t =
         (y0.broadcast_mul(&g4.sqrt()?)? + eps.broadcast_mul(&g4.affine(-1.0, 1.0)?.sqrt()?)?)?;
@@ -181,9 +230,13 @@ fn joint_step(
         Conditions::Real => (real.clone(), real.clone()),
     };
     let (a0, b0) = pick(&yh_s, &yh_r);
-    let (a, bb) = swap_slots(&a0, &b0, &mask(rng, b, j.shuffle, y0)?)?;
-    let eps_pos = diffusion.forward(&Tensor::cat(&[&y_t, &a, &bb], 1)?, &gammas, Some(rng))?;
-    let d_pos = loss::mse(&eps_pos, &eps)?;
+    let (a, bb) = swap_slots(&a0, &b0, &draws.mask_pos)?;
+    let eps_pos = diffusion.forward(
+        &Tensor::cat(&[&y_t, &a, &bb], 1)?,
+        gammas,
+        dropout.as_deref_mut(),
+    )?;
+    let d_pos = loss::mse(&eps_pos, eps)?;
     let mut scalars = vec![
         ("charbonnier", charbonnier.clone()),
         ("d_pos", d_pos.clone()),
@@ -192,9 +245,9 @@ fn joint_step(
     // 4. Negative pass on residual-swapped conditions (x_s + R_r, x_r + R_s) and the hinge.
     let l_noise = if j.residual_swap {
         let (a0, b0) = pick(&(x_s + &r_r)?, &(x_r + &r_s)?);
-        let (a, bb) = swap_slots(&a0, &b0, &mask(rng, b, j.shuffle, y0)?)?;
-        let eps_neg = diffusion.forward(&Tensor::cat(&[&y_t, &a, &bb], 1)?, &gammas, Some(rng))?;
-        let d_neg = loss::mse(&eps_neg, &eps)?;
+        let (a, bb) = swap_slots(&a0, &b0, &draws.mask_neg)?;
+        let eps_neg = diffusion.forward(&Tensor::cat(&[&y_t, &a, &bb], 1)?, gammas, dropout)?;
+        let d_neg = loss::mse(&eps_neg, eps)?;
         let hinge = ((&d_pos - &d_neg)? + j.margin)?.relu()?;
         scalars.push(("d_neg", d_neg));
         scalars.push(("hinge", hinge.clone()));
@@ -204,6 +257,7 @@ fn joint_step(
     };
     // 5. Total: Charbonnier + λ·L_noise.
     let lambda = j.lambda(batch.step);
+    let dev = y0.device();
     let loss = (&charbonnier + (&l_noise * lambda)?)?;
     scalars.push(("l_noise", l_noise));
     scalars.push(("lambda", Tensor::new(lambda as f32, dev)?));
