@@ -10,7 +10,7 @@ use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::{JobSpec, Weights};
+use crate::config::{DataRange, JobSpec, Weights};
 use crate::model::{self, ArchConfig, Restorer};
 use crate::pb;
 use crate::{Error, Result};
@@ -29,6 +29,9 @@ pub struct Manifest {
     /// Hex sha256 of `model.safetensors`.
     pub sha256: String,
     pub weights: Weights,
+    /// Value range the restorer works in (absent in older manifests: [0, 1]).
+    #[serde(default)]
+    pub range: DataRange,
     pub step: u64,
     pub metrics: BTreeMap<String, f64>,
     pub source_spec: Option<JobSpec>,
@@ -41,6 +44,7 @@ pub struct ExportInfo {
     pub name: String,
     pub arch: ArchConfig,
     pub weights: Weights,
+    pub range: DataRange,
     pub step: u64,
     pub metrics: BTreeMap<String, f64>,
     pub source_spec: Option<JobSpec>,
@@ -83,6 +87,7 @@ pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -
         arch: info.arch,
         sha256: sha256_file(&weights_path)?,
         weights: info.weights,
+        range: info.range,
         step: info.step,
         metrics: info.metrics,
         source_spec: info.source_spec,
@@ -245,6 +250,7 @@ impl From<&Manifest> for pb::ModelInfo {
             parameters: m.parameters,
             sha256: m.sha256.clone(),
             weights: m.weights.as_str().to_string(),
+            data_range: m.range.as_str().to_string(),
             step: m.step,
             metrics: m.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
         }

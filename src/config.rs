@@ -14,7 +14,8 @@ use crate::{Error, Result};
 pub struct JobSpec {
     /// Human-readable run name.
     pub name: String,
-    /// Restoration task; decides the data normalisation (denoise: [0, 1]).
+    /// Restoration task; decides the default data range (denoise: [0, 1]; derain, deblur:
+    /// [-1, 1]).
     #[serde(default)]
     pub task: Task,
     /// Training method. `vanilla` = Charbonnier on synthetic pairs only.
@@ -56,6 +57,55 @@ fn default_device() -> String {
 pub enum Task {
     #[default]
     Denoise,
+    Derain,
+    Deblur,
+}
+
+impl Task {
+    /// The normalisation the official code uses for the task (method.md §6.2): [0, 1] for
+    /// denoising ("norm0"), [-1, 1] for deraining and deblurring ("norm1").
+    pub fn default_range(self) -> DataRange {
+        match self {
+            Task::Denoise => DataRange::Unit,
+            Task::Derain | Task::Deblur => DataRange::Signed,
+        }
+    }
+}
+
+/// The value range images have inside the networks. Files and metrics are always [0, 1].
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataRange {
+    /// [0, 1].
+    #[default]
+    Unit,
+    /// [-1, 1] (x·2 − 1).
+    Signed,
+}
+
+impl DataRange {
+    /// Maps [0, 1] pixels into the network range.
+    pub fn to_net(self, xs: &candle::Tensor) -> candle::Result<candle::Tensor> {
+        match self {
+            DataRange::Unit => Ok(xs.clone()),
+            DataRange::Signed => xs.affine(2.0, -1.0),
+        }
+    }
+
+    /// Maps network outputs back to [0, 1] pixels (not clamped).
+    pub fn from_net(self, xs: &candle::Tensor) -> candle::Result<candle::Tensor> {
+        match self {
+            DataRange::Unit => Ok(xs.clone()),
+            DataRange::Signed => xs.affine(0.5, 0.5),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DataRange::Unit => "unit",
+            DataRange::Signed => "signed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -279,6 +329,8 @@ pub struct DataSpec {
     pub unpaired: Option<FolderSpec>,
     /// Paired validation folders.
     pub val: Option<PairedSpec>,
+    /// Network value range; default from `task` (`unit` = [0, 1], `signed` = [-1, 1]).
+    pub range: Option<DataRange>,
 }
 
 fn default_patch() -> usize {
@@ -303,6 +355,9 @@ pub struct SyntheticSpec {
     pub lq: Option<PathBuf>,
     /// Targets of pre-made pairs.
     pub gt: Option<PathBuf>,
+    /// A dataset root holding paired folders in a known layout (`input`/`target` as Rain13K
+    /// and SPA, `blur`/`sharp` as GoPro, `blur`/`gt` as RealBlur; nested per scene or flat).
+    pub root: Option<PathBuf>,
 }
 
 /// A synthetic degradation recipe.
@@ -315,6 +370,22 @@ pub enum Degradation {
     /// Realistic camera noise: Poisson–Gaussian raw noise, Bayer demosaic, gamma, JPEG
     /// (`shot`, `read`, `jpeg` ranges; see `data::camera`).
     Camera(crate::data::camera::CameraNoise),
+    /// Rain streaks of random angle, length, density, blur and brightness (see `data::rain`).
+    Rain(crate::data::rain::RainStreaks),
+    /// Motion blur along random trajectories or defocus discs, plus mild noise (see
+    /// `data::blur`).
+    Blur(crate::data::blur::BlurKernels),
+}
+
+impl Degradation {
+    /// Pixels of context a degradation reads beyond each side of the patch (blur kernels);
+    /// the loader crops that much more and trims it after degrading.
+    pub fn margin(&self) -> usize {
+        match self {
+            Degradation::Blur(b) => b.max_radius(),
+            _ => 0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -326,8 +397,11 @@ pub struct FolderSpec {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct PairedSpec {
-    pub lq: PathBuf,
-    pub gt: PathBuf,
+    /// Degraded images (matched to `gt` by file name).
+    pub lq: Option<PathBuf>,
+    pub gt: Option<PathBuf>,
+    /// Or a dataset root in a known layout (see `data.synthetic.root`).
+    pub root: Option<PathBuf>,
     /// Use at most this many pairs (sorted by name); 0 = all.
     #[serde(default)]
     pub max_images: usize,
@@ -530,7 +604,17 @@ pub struct ExportSpec {
     pub weights: Weights,
 }
 
+/// True for a finite range [low, high] with 0 <= low <= high.
+pub(crate) fn range_ok([lo, hi]: [f32; 2]) -> bool {
+    lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi
+}
+
 impl JobSpec {
+    /// The network value range: `data.range`, else the task's.
+    pub fn range(&self) -> DataRange {
+        self.data.range.unwrap_or(self.task.default_range())
+    }
+
     /// Parses a spec from TOML, or JSON when the file ends in `.json`, and validates it.
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
@@ -564,7 +648,10 @@ impl JobSpec {
             }
         };
         let s = &mut self.data.synthetic;
-        for p in [&mut s.clean, &mut s.lq, &mut s.gt].into_iter().flatten() {
+        for p in [&mut s.clean, &mut s.lq, &mut s.gt, &mut s.root]
+            .into_iter()
+            .flatten()
+        {
             fix(p);
         }
         for r in [&mut self.data.real, &mut self.data.unpaired]
@@ -574,8 +661,9 @@ impl JobSpec {
             fix(&mut r.dir);
         }
         if let Some(v) = &mut self.data.val {
-            fix(&mut v.lq);
-            fix(&mut v.gt);
+            for p in [&mut v.lq, &mut v.gt, &mut v.root].into_iter().flatten() {
+                fix(p);
+            }
         }
     }
 
@@ -603,8 +691,8 @@ impl JobSpec {
             return Err(Error::config("data.prefetch", "must be at least 1"));
         }
         let s = &d.synthetic;
-        match (&s.clean, &s.lq, &s.gt) {
-            (Some(_), None, None) => match &s.degradation {
+        match (&s.clean, &s.lq, &s.gt, &s.root) {
+            (Some(_), None, None, None) => match &s.degradation {
                 None => return Err(Error::config(
                     "data.synthetic.degradation",
                     "a clean folder needs a degradation, e.g. { kind = \"awgn\", sigma = [0, 50] }",
@@ -618,10 +706,7 @@ impl JobSpec {
                     }
                 }
                 Some(Degradation::Camera(c)) => {
-                    let ok = |[lo, hi]: [f32; 2]| {
-                        lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi
-                    };
-                    if !ok(c.shot) || !ok(c.read) {
+                    if !range_ok(c.shot) || !range_ok(c.read) {
                         return Err(Error::config(
                             "data.synthetic.degradation",
                             "camera `shot` and `read` must be [low, high] with 0 <= low <= high",
@@ -634,8 +719,14 @@ impl JobSpec {
                         ));
                     }
                 }
+                Some(Degradation::Rain(r)) => r
+                    .validate()
+                    .map_err(|(k, m)| Error::config(format!("data.synthetic.degradation.{k}"), m))?,
+                Some(Degradation::Blur(b)) => b
+                    .validate()
+                    .map_err(|(k, m)| Error::config(format!("data.synthetic.degradation.{k}"), m))?,
             },
-            (None, Some(_), Some(_)) => {
+            (None, Some(_), Some(_), None) | (None, None, None, Some(_)) => {
                 if s.degradation.is_some() {
                     return Err(Error::config(
                         "data.synthetic.degradation",
@@ -646,8 +737,19 @@ impl JobSpec {
             _ => {
                 return Err(Error::config(
                     "data.synthetic",
-                    "give either `clean` (+ `degradation`) or both `lq` and `gt`",
+                    "give one of: `clean` (+ `degradation`), both `lq` and `gt`, or a paired dataset `root`",
                 ))
+            }
+        }
+        if let Some(v) = &d.val {
+            if !matches!(
+                (&v.lq, &v.gt, &v.root),
+                (Some(_), Some(_), None) | (None, None, Some(_))
+            ) {
+                return Err(Error::config(
+                    "data.val",
+                    "give both `lq` and `gt`, or a paired dataset `root`",
+                ));
             }
         }
         if self.method.uses_diffusion() {

@@ -108,8 +108,8 @@ pub fn spec(data: &DemoData, method: Method, steps: Option<u64>) -> Result<JobSp
         r.dir = data.real.clone();
     }
     if let Some(v) = &mut spec.data.val {
-        v.lq = data.val_lq.clone();
-        v.gt = data.val_gt.clone();
+        v.lq = Some(data.val_lq.clone());
+        v.gt = Some(data.val_gt.clone());
     }
     if let Some(s) = steps {
         spec.steps = s;

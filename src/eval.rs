@@ -18,16 +18,24 @@ use crate::{Error, Result};
 pub enum EvalData {
     /// Degraded/target folders matched by file name.
     Paired { lq: PathBuf, gt: PathBuf },
+    /// A dataset root with paired folders in a known layout (Rain13K/SPA `input`+`target`,
+    /// GoPro `blur`+`sharp`, RealBlur `blur`+`gt`, nested per scene or flat).
+    Root { root: PathBuf },
     /// Clean photos with a synthetic degradation applied per image (seeded).
     Synthetic { clean: PathBuf, degrade: Degrade },
 }
 
-/// A fixed evaluation degradation, parsed from `awgn:SIGMA` (σ in 0–255 units, unclipped).
+/// A fixed evaluation degradation, parsed from `awgn:SIGMA` (σ in 0–255 units, unclipped),
+/// `camera`, `rain` or `blur`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Degrade {
     Awgn(f32),
     /// The camera-noise pipeline with its default ranges.
     Camera,
+    /// Rain streaks with the default recipe.
+    Rain,
+    /// Motion or defocus blur with the default recipe.
+    Blur,
 }
 
 impl std::str::FromStr for Degrade {
@@ -35,11 +43,14 @@ impl std::str::FromStr for Degrade {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25) or camera"
+                "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25), camera, rain or blur"
             ))
         };
-        if s == "camera" {
-            return Ok(Self::Camera);
+        match s {
+            "camera" => return Ok(Self::Camera),
+            "rain" => return Ok(Self::Rain),
+            "blur" => return Ok(Self::Blur),
+            _ => {}
         }
         let (kind, arg) = s.split_once(':').ok_or_else(bad)?;
         match kind {
@@ -51,6 +62,18 @@ impl std::str::FromStr for Degrade {
                 Ok(Self::Awgn(sigma))
             }
             _ => Err(bad()),
+        }
+    }
+}
+
+impl Degrade {
+    /// Degrades `img` in place with draws from `rng`.
+    pub fn apply(self, rng: &mut impl rand::Rng, img: &mut Image) {
+        match self {
+            Degrade::Awgn(sigma) => add_gaussian(rng, img, sigma / 255.0),
+            Degrade::Camera => *img = crate::data::camera::CameraNoise::default().apply(rng, img),
+            Degrade::Rain => *img = crate::data::rain::RainStreaks::default().apply(rng, img),
+            Degrade::Blur => *img = crate::data::blur::BlurKernels::default().apply(rng, img),
         }
     }
 }
@@ -97,6 +120,11 @@ fn load(data: &EvalData, seed: u64, max: usize) -> Result<Vec<(String, Image, Im
             .into_iter()
             .map(|p| (p.name, Image::from_rgb8(&p.lq), Image::from_rgb8(&p.gt)))
             .collect(),
+        EvalData::Root { root } => PairedFolder::load_root(root, metrics::SSIM_WINDOW, max)?
+            .pairs
+            .into_iter()
+            .map(|p| (p.name, Image::from_rgb8(&p.lq), Image::from_rgb8(&p.gt)))
+            .collect(),
         EvalData::Synthetic { clean, degrade } => {
             let mut folder = CleanFolder::load(clean, metrics::SSIM_WINDOW)?;
             if max > 0 {
@@ -110,12 +138,7 @@ fn load(data: &EvalData, seed: u64, max: usize) -> Result<Vec<(String, Image, Im
                     let gt = Image::from_rgb8(img);
                     let mut lq = gt.clone();
                     let mut rng = step_rng(seed, i as u64);
-                    match degrade {
-                        Degrade::Awgn(sigma) => add_gaussian(&mut rng, &mut lq, sigma / 255.0),
-                        Degrade::Camera => {
-                            lq = crate::data::camera::CameraNoise::default().apply(&mut rng, &lq)
-                        }
-                    }
+                    degrade.apply(&mut rng, &mut lq);
                     let name = file_name(path);
                     (name, lq, gt)
                 })
@@ -149,7 +172,13 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
     };
     let mut per_image = Vec::with_capacity(items.len());
     for (name, lq, gt) in &items {
-        let out = restore_image(&model.net, lq, &model.device, opts.tiling)?;
+        let out = restore_image(
+            &model.net,
+            model.manifest.range,
+            lq,
+            &model.device,
+            opts.tiling,
+        )?;
         let (psnr, ssim) = score(&out, gt, opts.channel, name)?;
         let (input_psnr, input_ssim) = score(lq, gt, opts.channel, name)?;
         per_image.push(ImageScore {

@@ -56,14 +56,18 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
         /// Degraded images (paired with --gt by file name).
-        #[arg(long, requires = "gt", conflicts_with_all = ["clean", "degrade"])]
+        #[arg(long, requires = "gt", conflicts_with_all = ["clean", "degrade", "pairs"])]
         noisy: Option<PathBuf>,
         #[arg(long, requires = "noisy")]
         gt: Option<PathBuf>,
+        /// A paired dataset root: Rain13K/SPA `input`+`target`, GoPro `blur`+`sharp`, RealBlur
+        /// `blur`+`gt` (flat or one folder per scene).
+        #[arg(long, conflicts_with_all = ["clean", "degrade"])]
+        pairs: Option<PathBuf>,
         /// Clean photos, degraded on the fly with --degrade.
         #[arg(long, requires = "degrade")]
         clean: Option<PathBuf>,
-        /// Degradation for --clean, e.g. awgn:25 (σ in 0–255 units).
+        /// Degradation for --clean: awgn:SIGMA (0–255 units, e.g. awgn:25), camera, rain or blur.
         #[arg(long, requires = "clean")]
         degrade: Option<Degrade>,
         /// Score the BT.601 luma channel instead of RGB.
@@ -93,6 +97,17 @@ enum Command {
         /// Overlap between tiles in pixels (default tile/4).
         #[arg(long, requires = "tile")]
         overlap: Option<usize>,
+    },
+    /// Degrade a clean image with a built-in recipe (preview a training degradation, or make
+    /// synthetic test pairs). The output is 8-bit, so AWGN is clipped there.
+    Degrade {
+        input: PathBuf,
+        output: PathBuf,
+        /// awgn:SIGMA (0–255 units), camera, rain or blur (default recipes).
+        #[arg(long)]
+        kind: Degrade,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
     },
     /// Export the restorer of a checkpoint directory as a model artifact.
     Export {
@@ -202,6 +217,7 @@ fn run(cli: Cli) -> Result<()> {
             model,
             noisy,
             gt,
+            pairs,
             clean,
             degrade,
             y_channel,
@@ -210,12 +226,15 @@ fn run(cli: Cli) -> Result<()> {
             max_images,
             json,
         } => {
-            let data = match (noisy, gt, clean, degrade) {
-                (Some(lq), Some(gt), None, None) => EvalData::Paired { lq, gt },
-                (None, None, Some(clean), Some(degrade)) => EvalData::Synthetic { clean, degrade },
+            let data = match (noisy, gt, pairs, clean, degrade) {
+                (Some(lq), Some(gt), None, None, None) => EvalData::Paired { lq, gt },
+                (None, None, Some(root), None, None) => EvalData::Root { root },
+                (None, None, None, Some(clean), Some(degrade)) => {
+                    EvalData::Synthetic { clean, degrade }
+                }
                 _ => {
                     return Err(noiseda::Error::InvalidArgument(
-                        "give --noisy DIR --gt DIR, or --clean DIR --degrade awgn:SIGMA".into(),
+                        "give --noisy DIR --gt DIR, --pairs ROOT, or --clean DIR --degrade awgn:SIGMA|camera|rain|blur".into(),
                     ))
                 }
             };
@@ -263,6 +282,17 @@ fn run(cli: Cli) -> Result<()> {
                 written.len(),
                 output.display()
             );
+        }
+        Command::Degrade {
+            input,
+            output,
+            kind,
+            seed,
+        } => {
+            let mut img = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&input)?);
+            kind.apply(&mut noiseda::data::loader::step_rng(seed, 0), &mut img);
+            noiseda::data::save_rgb(&output, &img.to_rgb8())?;
+            eprintln!("wrote {}", output.display());
         }
         Command::Export {
             checkpoint,

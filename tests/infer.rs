@@ -92,8 +92,15 @@ fn tiled_and_whole_image_restoration_agree() {
     let mut img = Image::from_rgb8(&common::photo(9, 101, 77));
     let mut rng = noiseda::data::loader::step_rng(1, 1);
     noiseda::data::augment::add_gaussian(&mut rng, &mut img, 20.0 / 255.0);
-    let whole = restore_image(&model.net, &img, &Device::Cpu, None).unwrap();
-    let tiled = restore_image(&model.net, &img, &Device::Cpu, Some(Tiling::new(48))).unwrap();
+    let whole = restore_image(&model.net, model.manifest.range, &img, &Device::Cpu, None).unwrap();
+    let tiled = restore_image(
+        &model.net,
+        model.manifest.range,
+        &img,
+        &Device::Cpu,
+        Some(Tiling::new(48)),
+    )
+    .unwrap();
     assert_eq!((tiled.width, tiled.height), (101, 77));
     let agree = psnr(tiled.as_metric(), whole.as_metric(), Channel::Rgb).unwrap();
     let max_diff = tiled

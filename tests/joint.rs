@@ -40,7 +40,7 @@ fn restorer_receives_gradient_from_the_diffusion_loss() {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, real) = folders(tmp.path());
     let spec = common::tiny_joint_spec(&clean, &real, 5, 0);
-    let data = TrainData::load(&spec.data).unwrap();
+    let data = TrainData::load(&spec.data, spec.range()).unwrap();
     let batch = make_batch(&data, spec.seed, 3, spec.data.batch).unwrap();
     let model = Model::new(
         &spec.restorer.resolve().unwrap(),

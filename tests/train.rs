@@ -218,6 +218,13 @@ fn dncnn_trains_exports_and_restores() {
         "BN statistics never updated"
     );
     let img = noiseda::data::Image::from_rgb8(&common::photo(3, 30, 21));
-    let out = noiseda::infer::restore_image(&model.net, &img, &candle::Device::Cpu, None).unwrap();
+    let out = noiseda::infer::restore_image(
+        &model.net,
+        model.manifest.range,
+        &img,
+        &candle::Device::Cpu,
+        None,
+    )
+    .unwrap();
     assert_eq!((out.width, out.height), (30, 21));
 }

@@ -24,6 +24,20 @@ pub fn crop(img: &RgbImage, x: usize, y: usize, p: usize) -> Image {
     }
 }
 
+/// The `p`×`p` centre of an image `p + 2·margin` wide (drops the context a degradation read).
+pub fn trim(img: &Image, margin: usize, p: usize) -> Image {
+    let mut data = Vec::with_capacity(p * p * 3);
+    for row in margin..margin + p {
+        let start = (row * img.width + margin) * 3;
+        data.extend_from_slice(&img.data[start..start + p * 3]);
+    }
+    Image {
+        width: p,
+        height: p,
+        data,
+    }
+}
+
 /// A uniformly random crop origin for a `p`×`p` patch (image at least `p` in both sides).
 pub fn random_origin(rng: &mut impl Rng, img: &RgbImage, p: usize) -> (usize, usize) {
     let x = rng.gen_range(0..=img.width() as usize - p);
@@ -68,6 +82,8 @@ pub fn degrade(rng: &mut impl Rng, img: &mut Image, how: &Degradation) {
             add_gaussian(rng, img, sigma / 255.0);
         }
         Degradation::Camera(cam) => *img = cam.apply(rng, img),
+        Degradation::Rain(rain) => *img = rain.apply(rng, img),
+        Degradation::Blur(blur) => *img = blur.apply(rng, img),
     }
 }
 

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use rand::Rng;
 
-use super::augment::{crop, degrade, dihedral, random_origin};
+use super::augment::{crop, degrade, dihedral, random_origin, trim};
 use super::io::{list_images, load_rgb};
 use super::Image;
-use crate::config::{DataSpec, Degradation};
+use crate::config::{DataRange, DataSpec, Degradation, PairedSpec};
 use crate::{Error, Result};
 
 /// Loads every image of a folder, checking each is at least `min_side` in both sides.
@@ -152,11 +152,123 @@ pub fn match_pairs(lq_dir: &Path, gt_dir: &Path) -> Result<Vec<(PathBuf, PathBuf
     Ok(pairs)
 }
 
+/// Names of degraded-image folders in the layouts datasets ship with.
+pub const LQ_DIRS: [&str; 9] = [
+    "input", "blur", "blurred", "rain", "rainy", "noisy", "lq", "low", "degraded",
+];
+/// Names of target folders.
+pub const GT_DIRS: [&str; 9] = [
+    "target",
+    "sharp",
+    "gt",
+    "norain",
+    "clean",
+    "groundtruth",
+    "high",
+    "hq",
+    "mean",
+];
+
+/// Sorted sub-folders of `dir`.
+fn sub_dirs(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut v = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let p = entry.map_err(|e| Error::io(dir, e))?.path();
+        if p.is_dir() {
+            v.push(p);
+        }
+    }
+    v.sort();
+    Ok(v)
+}
+
+/// Every (degraded, target) folder pair under `root` (itself included, 3 levels deep): a folder
+/// with one sub-folder named as in [`LQ_DIRS`] and one as in [`GT_DIRS`] — Rain13K and SPA
+/// `input`/`target`, GoPro `GOPR…/blur` + `sharp`, RealBlur `scene…/blur` + `gt`.
+pub fn discover_pairs(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
+    fn walk(dir: &Path, depth: usize, out: &mut Vec<(PathBuf, PathBuf)>) -> Result<()> {
+        let subs = sub_dirs(dir)?;
+        let named = |names: &[&str]| -> Vec<&PathBuf> {
+            subs.iter()
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| names.contains(&n.to_ascii_lowercase().as_str()))
+                })
+                .collect()
+        };
+        let (lqs, gts) = (named(&LQ_DIRS), named(&GT_DIRS));
+        match (lqs.as_slice(), gts.as_slice()) {
+            ([lq], [gt]) => out.push(((*lq).clone(), (*gt).clone())),
+            ([], []) if depth > 0 => {
+                for s in &subs {
+                    walk(s, depth - 1, out)?;
+                }
+            }
+            ([], []) => {}
+            _ => {
+                return Err(Error::Data(format!(
+                    "{} has an ambiguous layout: degraded folders {:?}, target folders {:?}",
+                    dir.display(),
+                    lqs,
+                    gts
+                )))
+            }
+        }
+        Ok(())
+    }
+    if !root.is_dir() {
+        return Err(Error::Data(format!("{} is not a folder", root.display())));
+    }
+    let mut out = Vec::new();
+    walk(root, 3, &mut out)?;
+    if out.is_empty() {
+        return Err(Error::Data(format!(
+            "no paired folders under {}: expected sub-folders named one of {:?} next to one of {:?}",
+            root.display(),
+            LQ_DIRS,
+            GT_DIRS
+        )));
+    }
+    Ok(out)
+}
+
 impl PairedFolder {
     /// Loads matched pairs (at most `max` if non-zero), each at least `min_side` in both sides
     /// and with equal sizes.
     pub fn load(lq_dir: &Path, gt_dir: &Path, min_side: usize, max: usize) -> Result<Self> {
-        let mut matched = match_pairs(lq_dir, gt_dir)?;
+        let matched = match_pairs(lq_dir, gt_dir)?;
+        Self::load_matched(matched, None, min_side, max)
+    }
+
+    /// Loads every pair under a dataset root (see [`discover_pairs`]); names are prefixed with
+    /// the scene folder when there are several.
+    pub fn load_root(root: &Path, min_side: usize, max: usize) -> Result<Self> {
+        let mut matched = Vec::new();
+        for (lq, gt) in discover_pairs(root)? {
+            matched.extend(match_pairs(&lq, &gt)?);
+        }
+        Self::load_matched(matched, Some(root), min_side, max)
+    }
+
+    /// Loads the pairs of a `[data.val]`-style spec: `lq` + `gt`, or `root`.
+    pub fn load_spec(spec: &PairedSpec, min_side: usize) -> Result<Self> {
+        match (&spec.lq, &spec.gt, &spec.root) {
+            (Some(lq), Some(gt), None) => Self::load(lq, gt, min_side, spec.max_images),
+            (None, None, Some(root)) => Self::load_root(root, min_side, spec.max_images),
+            _ => Err(Error::config(
+                "data.val",
+                "give both `lq` and `gt`, or a paired dataset `root`",
+            )),
+        }
+    }
+
+    fn load_matched(
+        mut matched: Vec<(PathBuf, PathBuf)>,
+        root: Option<&Path>,
+        min_side: usize,
+        max: usize,
+    ) -> Result<Self> {
         if max > 0 {
             matched.truncate(max);
         }
@@ -174,10 +286,24 @@ impl PairedFolder {
                     )));
                 }
                 check_size(&l, &lq, min_side)?;
-                let name = l
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                // Under a root: the path from the root without the role folder
+                // (`GOPR0372_07_00/000047.png`); else the file name.
+                let name = match root.and_then(|r| l.strip_prefix(r).ok()) {
+                    Some(rel) => {
+                        let parts: Vec<_> = rel.iter().map(|p| p.to_string_lossy()).collect();
+                        let mut keep: Vec<&str> = parts[..parts.len() - 1]
+                            .iter()
+                            .map(|p| p.as_ref())
+                            .filter(|p| !LQ_DIRS.contains(&p.to_ascii_lowercase().as_str()))
+                            .collect();
+                        keep.push(parts[parts.len() - 1].as_ref());
+                        keep.join("/")
+                    }
+                    None => l
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                };
                 Ok(Pair { name, lq, gt })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -200,23 +326,29 @@ pub struct TrainData {
     /// Unpaired clean images (diffusion targets of `noise-da-unpaired`).
     pub unpaired: Option<CleanFolder>,
     pub patch: usize,
+    /// Value range of the batches (pixels are mapped into it by the loader).
+    pub range: DataRange,
 }
 
 impl TrainData {
-    /// Loads the folders a spec names (the validation set is loaded separately).
-    pub fn load(spec: &DataSpec) -> Result<Self> {
+    /// Loads the folders a spec names (the validation set is loaded separately); batches will
+    /// be in `range`.
+    pub fn load(spec: &DataSpec, range: DataRange) -> Result<Self> {
         let s = &spec.synthetic;
-        let synthetic = match (&s.clean, &s.degradation, &s.lq, &s.gt) {
-            (Some(dir), Some(d), None, None) => {
+        let synthetic = match (&s.clean, &s.degradation, &s.lq, &s.gt, &s.root) {
+            (Some(dir), Some(d), None, None, None) => {
                 SyntheticSource::Clean(CleanFolder::load(dir, spec.patch)?, d.clone())
             }
-            (None, None, Some(lq), Some(gt)) => {
+            (None, None, Some(lq), Some(gt), None) => {
                 SyntheticSource::Paired(PairedFolder::load(lq, gt, spec.patch, 0)?)
+            }
+            (None, None, None, None, Some(root)) => {
+                SyntheticSource::Paired(PairedFolder::load_root(root, spec.patch, 0)?)
             }
             _ => {
                 return Err(Error::config(
                     "data.synthetic",
-                    "give either `clean` (+ `degradation`) or both `lq` and `gt`",
+                    "give one of: `clean` (+ `degradation`), both `lq` and `gt`, or a paired dataset `root`",
                 ))
             }
         };
@@ -235,6 +367,7 @@ impl TrainData {
             real,
             unpaired,
             patch: spec.patch,
+            range,
         })
     }
 
@@ -245,11 +378,19 @@ impl TrainData {
         match &self.synthetic {
             SyntheticSource::Clean(folder, how) => {
                 let (_, img) = &folder.images[rng.gen_range(0..folder.images.len())];
-                let (x, y) = random_origin(rng, img, p);
-                let gt = dihedral(&crop(img, x, y, p), rng.gen_range(0..8));
+                // Blur reads context beyond the patch: crop it too where the image allows,
+                // degrade, then trim (otherwise the kernel sees clamped edges).
+                let side = (img.width().min(img.height())) as usize;
+                let m = how.margin().min(side.saturating_sub(p) / 2);
+                let (x, y) = random_origin(rng, img, p + 2 * m);
+                let gt = dihedral(&crop(img, x, y, p + 2 * m), rng.gen_range(0..8));
                 let mut lq = gt.clone();
                 degrade(rng, &mut lq, how);
-                (lq, gt)
+                if m == 0 {
+                    (lq, gt)
+                } else {
+                    (trim(&lq, m, p), trim(&gt, m, p))
+                }
             }
             SyntheticSource::Paired(folder) => {
                 let pair = &folder.pairs[rng.gen_range(0..folder.pairs.len())];

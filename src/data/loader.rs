@@ -12,7 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{Image, TrainData};
 use crate::{Error, Result};
 
-/// One training step's inputs, (b, 3, p, p) f32 on the CPU.
+/// One training step's inputs, (b, 3, p, p) f32 on the CPU, in the data's network range.
 #[derive(Debug)]
 pub struct Batch {
     pub step: u64,
@@ -57,6 +57,7 @@ pub fn make_batch(data: &TrainData, seed: u64, step: u64, batch: usize) -> Resul
         reals.extend(data.sample_real(&mut rng));
         unpaired.extend(data.sample_unpaired(&mut rng));
     }
+    let stack = |v: &[Image]| -> Result<Tensor> { Ok(data.range.to_net(&stack(v)?)?) };
     let optional = |v: Vec<Image>| (!v.is_empty()).then(|| stack(&v)).transpose();
     Ok(Batch {
         step,

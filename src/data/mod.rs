@@ -2,10 +2,12 @@
 //! augmentation, and the loader thread that assembles seeded batches.
 
 pub mod augment;
+pub mod blur;
 pub mod camera;
 pub mod dataset;
 pub mod io;
 pub mod loader;
+pub mod rain;
 
 pub use dataset::{CleanFolder, Pair, PairedFolder, TrainData, UnlabeledFolder};
 pub use io::{decode_rgb_named, list_images, load_rgb, save_rgb, Image};

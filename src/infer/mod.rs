@@ -3,6 +3,7 @@
 
 use candle::{Device, Tensor};
 
+use crate::config::DataRange;
 use crate::data::Image;
 use crate::model::Restorer;
 use crate::{Error, Result};
@@ -70,20 +71,22 @@ fn ramp(origin: usize, len: usize, size: usize, overlap: usize) -> Vec<f32> {
         .collect()
 }
 
-/// Restores one image (any size); `tiling` splits it into blended tiles.
+/// Restores one image (any size) with a network working in `range`; `tiling` splits it into
+/// blended tiles.
 pub fn restore_image(
     net: &Restorer,
+    range: DataRange,
     img: &Image,
     device: &Device,
     tiling: Option<Tiling>,
 ) -> Result<Image> {
-    let xs = img.to_tensor(device)?;
+    let xs = range.to_net(&img.to_tensor(device)?)?;
     let (h, w) = (img.height, img.width);
     let out = match tiling {
         Some(t) if h > t.tile || w > t.tile => restore_tiled(net, &xs, t)?,
         _ => net.restore(&xs.unsqueeze(0)?, false)?.squeeze(0)?,
     };
-    Image::from_tensor(&out.clamp(0f32, 1f32)?)
+    Image::from_tensor(&range.from_net(&out)?.clamp(0f32, 1f32)?)
 }
 
 fn restore_tiled(net: &Restorer, xs: &Tensor, t: Tiling) -> Result<Tensor> {
@@ -186,7 +189,13 @@ pub fn restore_path(
     let mut written = Vec::with_capacity(jobs.len());
     for (src, dst) in jobs {
         let img = Image::from_rgb8(&load_rgb(&src)?);
-        let out = restore_image(&model.net, &img, &model.device, tiling)?;
+        let out = restore_image(
+            &model.net,
+            model.manifest.range,
+            &img,
+            &model.device,
+            tiling,
+        )?;
         // Written under a temporary name, then renamed: no half-written image under the real name.
         let name = dst
             .file_name()

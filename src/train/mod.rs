@@ -17,7 +17,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::Serialize;
 
 use crate::artifact;
-use crate::config::{JobSpec, Weights};
+use crate::config::{DataRange, JobSpec, Weights};
 use crate::data::{Batch, Loader, PairedFolder, TrainData};
 use crate::infer::{self, Tiling};
 use crate::method::Nets;
@@ -239,6 +239,7 @@ impl MetricLog {
 /// Mean PSNR/SSIM (RGB) of the restorer over validation pairs.
 pub fn validate(
     net: &Restorer,
+    range: DataRange,
     val: &PairedFolder,
     device: &Device,
     tiling: Option<Tiling>,
@@ -247,7 +248,7 @@ pub fn validate(
     for pair in &val.pairs {
         let lq = crate::data::Image::from_rgb8(&pair.lq);
         let gt = crate::data::Image::from_rgb8(&pair.gt);
-        let out = infer::restore_image(net, &lq, device, tiling)?;
+        let out = infer::restore_image(net, range, &lq, device, tiling)?;
         psnr += metrics::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb)
             .map_err(|e| Error::Data(format!("{}: {e}", pair.name)))?;
         ssim += metrics::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb)
@@ -371,12 +372,12 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     std::fs::write(&spec_path, spec.to_toml()).map_err(|e| Error::io(&spec_path, e))?;
 
     // 2. Data: training folders feed the loader thread; validation pairs stay here.
-    let data = Arc::new(TrainData::load(&spec.data)?);
+    let data = Arc::new(TrainData::load(&spec.data, spec.range())?);
     let val = spec
         .data
         .val
         .as_ref()
-        .map(|v| PairedFolder::load(&v.lq, &v.gt, crate::metrics::SSIM_WINDOW, v.max_images))
+        .map(|v| PairedFolder::load_spec(v, crate::metrics::SSIM_WINDOW))
         .transpose()?;
     let tiling = (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile));
     let mut loader = Loader::spawn(
@@ -441,7 +442,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         let every = |n: u64| n > 0 && step % n == 0;
         if let Some(val) = &val {
             if last || every(spec.validation.every) {
-                let m = validate(&model.restorer, val, &device, tiling)?;
+                let m = validate(&model.restorer, spec.range(), val, &device, tiling)?;
                 for (k, v) in &m {
                     log.push(step, k, "val", *v)?;
                     latest_metrics.insert(format!("val/{k}"), *v);
@@ -483,6 +484,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             name: spec.name.clone(),
             arch: arch.clone(),
             weights: spec.export.weights,
+            range: spec.range(),
             step: spec.steps,
             metrics: latest_metrics.clone(),
             source_spec: Some(spec.clone()),
@@ -520,6 +522,7 @@ pub fn export_checkpoint(ckpt: &Path, out: &Path, weights: Weights) -> Result<ar
             name: loaded.meta.spec.name.clone(),
             arch,
             weights,
+            range: loaded.meta.spec.range(),
             step: loaded.meta.step,
             metrics: loaded.meta.metrics.clone(),
             source_spec: Some(loaded.meta.spec),
