@@ -134,6 +134,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
     let data = prepare(out)?;
     let mut rows = Vec::new();
     let mut input = None;
+    let mut runs = Vec::new();
     for method in [Method::Vanilla, Method::NoiseDa] {
         let spec = spec(&data, method, steps)?;
         let run_dir = out.join(&spec.name);
@@ -147,11 +148,12 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
         let summary = train::run(
             &spec,
             &TrainOptions {
-                out: run_dir,
+                out: run_dir.clone(),
                 resume,
                 progress,
             },
         )?;
+        runs.push(crate::plot::Run::load(&spec.name, &run_dir)?);
         let model = artifact::load(&summary.artifact, &candle::Device::Cpu)?;
         let report = crate::eval::run(
             &model,
@@ -183,6 +185,12 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
             artifact: Some(summary.artifact),
         });
     }
-    rows.insert(0, input.expect("two methods ran"));
+    let input = input.expect("two methods ran");
+    crate::plot::training_curves(
+        &runs,
+        Some(("noisy input", input.psnr)),
+        &out.join("curves.png"),
+    )?;
+    rows.insert(0, input);
     Ok(rows)
 }

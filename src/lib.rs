@@ -13,6 +13,7 @@ pub mod method;
 pub mod metrics;
 pub mod model;
 pub mod pb;
+pub mod plot;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -109,6 +109,15 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Draw the training curves (loss, diffusion MSEs, validation PSNR) of one or more run
+    /// directories into one PNG.
+    Plot {
+        /// Run directories (each with a metrics.jsonl), labelled by their folder names.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+        #[arg(long, default_value = "curves.png")]
+        out: PathBuf,
+    },
     /// Export the restorer of a checkpoint directory as a model artifact.
     Export {
         #[arg(long)]
@@ -175,6 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                     r.name, r.psnr, r.ssim, sps, art
                 );
             }
+            println!("curves: {}", out.join("curves.png").display());
         }
         Command::Train {
             config,
@@ -293,6 +303,20 @@ fn run(cli: Cli) -> Result<()> {
             kind.apply(&mut noiseda::data::loader::step_rng(seed, 0), &mut img);
             noiseda::data::save_rgb(&output, &img.to_rgb8())?;
             eprintln!("wrote {}", output.display());
+        }
+        Command::Plot { runs, out } => {
+            let runs = runs
+                .iter()
+                .map(|dir| {
+                    let label = dir
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| dir.display().to_string());
+                    noiseda::plot::Run::load(label, dir)
+                })
+                .collect::<Result<Vec<_>>>()?;
+            noiseda::plot::training_curves(&runs, None, &out)?;
+            eprintln!("wrote {}", out.display());
         }
         Command::Export {
             checkpoint,

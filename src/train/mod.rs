@@ -490,6 +490,14 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             source_spec: Some(spec.clone()),
         },
     )?;
+
+    // 5. Curves of the whole run; a drawing failure is logged and never fails a finished run.
+    let curves = out.join("curves.png");
+    if let Err(e) = crate::plot::Run::load(&spec.name, out)
+        .and_then(|run| crate::plot::training_curves(&[run], None, &curves))
+    {
+        tracing::warn!("could not draw {}: {e}", curves.display());
+    }
     Ok(TrainSummary {
         steps: spec.steps,
         start_step,
