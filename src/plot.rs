@@ -90,10 +90,12 @@ struct Line {
     color: usize,
 }
 
-/// One panel: a title and its lines.
+/// One panel: a title, its lines and where the legend sits (away from where curves usually
+/// are: losses fall, PSNR rises).
 struct Panel {
     title: String,
     lines: Vec<Line>,
+    legend: SeriesLabelPosition,
 }
 
 const COLORS: [RGBColor; 6] = [
@@ -126,6 +128,7 @@ pub fn training_curves(
                 color: i,
             })
             .collect(),
+        legend: SeriesLabelPosition::UpperRight,
     }];
     let diffusion: Vec<_> = runs
         .iter()
@@ -148,6 +151,7 @@ pub fn training_curves(
         panels.push(Panel {
             title: "diffusion ε-MSE (smoothed)".into(),
             lines: diffusion,
+            legend: SeriesLabelPosition::UpperRight,
         });
     }
     let mut psnr: Vec<_> = runs
@@ -178,6 +182,7 @@ pub fn training_curves(
         panels.push(Panel {
             title: "validation PSNR (dB)".into(),
             lines: psnr,
+            legend: SeriesLabelPosition::LowerRight,
         });
     }
     draw(&panels, out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
@@ -246,7 +251,7 @@ fn draw(panels: &[Panel], out: &Path) -> std::result::Result<(), Box<dyn std::er
             .label_font((FAMILY, 13))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
+            .position(panel.legend.clone())
             .draw()?;
     }
     root.present()?;
