@@ -2,6 +2,7 @@
 //! ICLR 2025) on candle, evaluate them, and restore images with the exported models.
 
 pub mod artifact;
+pub mod bench;
 pub mod config;
 pub mod data;
 pub mod demo;

@@ -9,7 +9,7 @@ use noiseda::infer::Tiling;
 use noiseda::metrics::Channel;
 use noiseda::model::{ArchConfig, DiffusionConfig};
 use noiseda::train::{self, TrainOptions};
-use noiseda::{artifact, demo, Result};
+use noiseda::{artifact, bench, demo, Result};
 
 #[derive(Parser)]
 #[command(
@@ -117,6 +117,34 @@ enum Command {
         runs: Vec<PathBuf>,
         #[arg(long, default_value = "curves.png")]
         out: PathBuf,
+    },
+    /// Time the speed cases (train steps, restore forwards), each in its own process; with
+    /// --compare the same cases in PyTorch (bench/reference.py) in the same run.
+    Bench {
+        /// Cases to run (default: all): train-vanilla, train-joint, restore-512, restore-8x256.
+        #[arg(long, value_delimiter = ',')]
+        cases: Vec<String>,
+        #[arg(long, default_value_t = 2)]
+        warmup: usize,
+        #[arg(long, default_value_t = 7)]
+        runs: usize,
+        /// Threads for candle and PyTorch (default: the number of CPUs).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Also run bench/reference.py (installs PyTorch with pip when it is missing).
+        #[arg(long)]
+        compare: bool,
+        /// Python interpreter of the reference.
+        #[arg(long, env = "NOISEDA_PYTHON", default_value = "python3")]
+        python: PathBuf,
+        #[arg(long, default_value = "bench/reference.py")]
+        reference: PathBuf,
+        /// Print one JSON object instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Internal: run one case in this process and print its timing as JSON.
+        #[arg(long, hide = true)]
+        child: Option<String>,
     },
     /// Export the restorer of a checkpoint directory as a model artifact.
     Export {
@@ -317,6 +345,52 @@ fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             noiseda::plot::training_curves(&runs, None, &out)?;
             eprintln!("wrote {}", out.display());
+        }
+        Command::Bench {
+            cases,
+            warmup,
+            runs,
+            threads,
+            compare,
+            python,
+            reference,
+            json,
+            child,
+        } => {
+            let threads = threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+            let opts = bench::BenchOptions {
+                warmup,
+                runs: runs.max(1),
+                threads,
+            };
+            if let Some(case) = child {
+                let t = bench::run_case(bench::Case::parse(&case)?, &opts)?;
+                println!("{}", serde_json::to_string(&t).expect("timings serialise"));
+                return Ok(());
+            }
+            let cases = if cases.is_empty() {
+                bench::Case::ALL.to_vec()
+            } else {
+                cases
+                    .iter()
+                    .map(|c| bench::Case::parse(c))
+                    .collect::<Result<Vec<_>>>()?
+            };
+            let reference = compare.then_some(bench::Reference {
+                python,
+                script: reference,
+            });
+            if let Some(r) = &reference {
+                let v = r.ensure_torch(true)?;
+                eprintln!("PyTorch {v}");
+            }
+            let report = bench::run(&cases, &opts, reference.as_ref())?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", bench::table(&report));
+            }
         }
         Command::Export {
             checkpoint,

@@ -79,6 +79,56 @@ impl DiffusionConfig {
         1 << (self.channels.len() - 1)
     }
 
+    /// Convolution multiply-accumulates (3×3 convs, 1×1 skips and the attention's 1×1
+    /// projections and products) of one forward on a 9×h×w input; mirrors [`DiffusionUNet::new`].
+    pub fn macs(&self, h: usize, w: usize) -> u64 {
+        let conv3 = |cin: usize, cout: usize, px: usize| (9 * cin * cout * px) as u64;
+        // A ResBlock at output resolution `px`: two 3×3 convs and a 1×1 skip if widths differ.
+        let rb = |cin: usize, cout: usize, px: usize| {
+            conv3(cin, cout, px)
+                + conv3(cout, cout, px)
+                + if cin != cout {
+                    (cin * cout * px) as u64
+                } else {
+                    0
+                }
+        };
+        let levels = self.channels.len();
+        let mut px = h * w;
+        let mut ch = self.channels[0];
+        let mut macs = conv3(9, ch, px);
+        let mut skips = vec![ch];
+        for (level, &out) in self.channels.iter().enumerate() {
+            for _ in 0..self.res_blocks {
+                macs += rb(ch, out, px);
+                ch = out;
+                skips.push(ch);
+            }
+            if level + 1 < levels {
+                px /= 4;
+                macs += rb(ch, ch, px);
+                skips.push(ch);
+            }
+        }
+        macs += 2 * rb(ch, ch, px);
+        if self.attention {
+            // qkv and proj (4c² per position) and the two attention products (2c·px per position).
+            macs += (4 * ch * ch * px + 2 * ch * px * px) as u64;
+        }
+        for (level, &out) in self.channels.iter().enumerate().rev() {
+            for i in 0..=self.res_blocks {
+                let skip = skips.pop().expect("one skip per encoder block");
+                macs += rb(ch + skip, out, px);
+                ch = out;
+                if level > 0 && i == self.res_blocks {
+                    px *= 4;
+                    macs += rb(ch, ch, px);
+                }
+            }
+        }
+        macs + conv3(ch, 3, px)
+    }
+
     pub fn validate(&self) -> Result<(), String> {
         if self.channels.is_empty() || self.channels.len() > 6 {
             return Err(format!("needs 1 to 6 levels, got {}", self.channels.len()));
