@@ -12,12 +12,12 @@
 //! so training stays reproducible. Keys follow the official module names.
 
 use candle::{Module, Tensor, D};
-use candle_nn::{Conv2d, GroupNorm, Linear, VarBuilder};
+use candle_nn::{GroupNorm, Linear, VarBuilder};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::conv3x3;
+use super::{conv3x3, Conv2d};
 
 /// Diffusion U-Net hyper-parameters. Default = the official `diffusion-b`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -259,13 +259,7 @@ impl ResBlock {
         dropout: f64,
     ) -> candle::Result<Self> {
         let skip = if cin != cout {
-            Some(candle_nn::conv2d(
-                cin,
-                cout,
-                1,
-                Default::default(),
-                vb.pp("skip_connection"),
-            )?)
+            Some(Conv2d::new(vb.pp("skip_connection"), cin, cout, 1, true)?)
         } else {
             None
         };

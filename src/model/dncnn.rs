@@ -3,7 +3,9 @@
 //! Keys follow the reference `nn.Sequential` (`dncnn.{idx}`).
 
 use candle::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Conv2d, VarBuilder};
+use candle_nn::{BatchNorm, VarBuilder};
+
+use super::Conv2d;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -39,11 +41,7 @@ pub struct DnCnn {
 }
 
 fn conv(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<Conv2d> {
-    let cfg = candle_nn::Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    candle_nn::conv2d_no_bias(cin, cout, 3, cfg, vb)
+    Conv2d::new(vb, cin, cout, 3, false)
 }
 
 impl DnCnn {

@@ -1,5 +1,6 @@
 //! Restorer networks (VDN U-Net presets, DnCNN): configs, construction, init and size accounting.
 
+pub mod conv;
 pub mod diffusion;
 mod dncnn;
 mod unet;
@@ -11,6 +12,7 @@ use rand::SeedableRng;
 use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
+pub use conv::Conv2d;
 pub use diffusion::{DiffusionConfig, DiffusionUNet};
 pub use dncnn::{DnCnn, DnCnnConfig};
 pub use unet::{UNet, UNetConfig};
@@ -206,16 +208,9 @@ pub fn parameter_count(cfg: &ArchConfig) -> Result<u64> {
         .sum())
 }
 
-pub(crate) fn conv3x3(
-    cin: usize,
-    cout: usize,
-    vb: VarBuilder,
-) -> candle::Result<candle_nn::Conv2d> {
-    let cfg = candle_nn::Conv2dConfig {
-        padding: 1,
-        ..Default::default()
-    };
-    candle_nn::conv2d(cin, cout, 3, cfg, vb)
+/// A 3×3 convolution with bias and padding 1 (the fast CPU kernel, see [`conv`]).
+pub(crate) fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<Conv2d> {
+    Conv2d::new(vb, cin, cout, 3, true)
 }
 
 #[cfg(test)]

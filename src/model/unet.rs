@@ -7,10 +7,10 @@
 //! `up_path.i.conv_block.block.{0,2}`, `last`).
 
 use candle::{Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{conv3x3, upsample::upsample_bilinear2x};
+use super::{conv3x3, upsample::upsample_bilinear2x, Conv2d};
 
 /// U-Net hyper-parameters. Default = Unet-S (official `RestorationNet()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,567 @@
+//! Fast CPU convolution: stride-1 "same" conv2d forward and both backward passes as candle
+//! CustomOps (im2col in row chunks + the gemm crate's AVX-512 kernel, parallel over images and
+//! chunks), and the `Conv2d` layer the nets use (candle's own conv2d off the CPU or off f32).
+
+use candle::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor};
+use candle_nn::VarBuilder;
+use gemm::Parallelism;
+use rayon::prelude::*;
+
+/// Columns of one im2col chunk: enough positions to feed the GEMM, small enough to stay in
+/// cache (K·n floats, K = c_in·k²).
+const CHUNK_FLOATS: usize = 1 << 18;
+
+/// Shape of a stride-1 convolution with padding k/2 ("same" output size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    b: usize,
+    c_in: usize,
+    c_out: usize,
+    h: usize,
+    w: usize,
+    k: usize,
+}
+
+impl Geometry {
+    fn pad(&self) -> usize {
+        self.k / 2
+    }
+    /// Rows of the im2col matrix.
+    fn kdim(&self) -> usize {
+        self.c_in * self.k * self.k
+    }
+    /// Image rows per chunk (at least one).
+    fn rows_per_chunk(&self) -> usize {
+        (CHUNK_FLOATS / (self.kdim() * self.w).max(1)).clamp(1, self.h)
+    }
+    fn chunks(&self) -> Vec<(usize, usize)> {
+        let r = self.rows_per_chunk();
+        (0..self.h)
+            .step_by(r)
+            .map(|y0| (y0, r.min(self.h - y0)))
+            .collect()
+    }
+}
+
+/// Writes the im2col columns of image `x` (c_in, h, w) for output rows `y0..y0+rows` into
+/// `cols` (K, rows·w), zero outside the image.
+fn im2col(x: &[f32], g: &Geometry, y0: usize, rows: usize, cols: &mut [f32]) {
+    let (h, w, k, p) = (g.h as isize, g.w, g.k, g.pad() as isize);
+    let n = rows * w;
+    for c in 0..g.c_in {
+        let plane = &x[c * g.h * w..(c + 1) * g.h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut cols[((c * k + ky) * k + kx) * n..][..n];
+                let dx = kx as isize - p;
+                for r in 0..rows {
+                    let sy = (y0 + r) as isize + ky as isize - p;
+                    let dst = &mut row[r * w..(r + 1) * w];
+                    if sy < 0 || sy >= h {
+                        dst.fill(0.0);
+                        continue;
+                    }
+                    let src = &plane[sy as usize * w..(sy as usize + 1) * w];
+                    // dst[x] = src[x + dx] where in range.
+                    let lo = (-dx).max(0) as usize;
+                    let hi = (w as isize - dx.max(0)) as usize;
+                    dst[..lo].fill(0.0);
+                    dst[hi..].fill(0.0);
+                    if lo < hi {
+                        let s0 = (lo as isize + dx) as usize;
+                        dst[lo..hi].copy_from_slice(&src[s0..s0 + (hi - lo)]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Adds the columns `cols` (K, rows·w) of output rows `y0..y0+rows` back into the image
+/// gradient `dx` (c_in, h, w): the adjoint of [`im2col`].
+fn col2im(cols: &[f32], g: &Geometry, y0: usize, rows: usize, dx: &mut [f32]) {
+    let (h, w, k, p) = (g.h as isize, g.w, g.k, g.pad() as isize);
+    let n = rows * w;
+    for c in 0..g.c_in {
+        let plane = &mut dx[c * g.h * w..(c + 1) * g.h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &cols[((c * k + ky) * k + kx) * n..][..n];
+                let d = kx as isize - p;
+                for r in 0..rows {
+                    let sy = (y0 + r) as isize + ky as isize - p;
+                    if sy < 0 || sy >= h {
+                        continue;
+                    }
+                    let src = &row[r * w..(r + 1) * w];
+                    let dst = &mut plane[sy as usize * w..(sy as usize + 1) * w];
+                    let lo = (-d).max(0) as usize;
+                    let hi = (w as isize - d.max(0)) as usize;
+                    if lo < hi {
+                        let s0 = (lo as isize + d) as usize;
+                        for (o, v) in dst[s0..s0 + (hi - lo)].iter_mut().zip(&src[lo..hi]) {
+                            *o += v;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// `dst (m×n, row stride dst_rs) = [dst +] lhs · rhs` with explicit strides (row, column).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    m: usize,
+    n: usize,
+    kd: usize,
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    par: Parallelism,
+) {
+    debug_assert!(m == 0 || dst.len() >= (m - 1) * dst_rs + n);
+    // SAFETY: the slices cover every element the strides address (asserted by the callers'
+    // shapes: lhs m×kd, rhs kd×n, dst m×n with row stride dst_rs).
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            kd,
+            dst.as_mut_ptr(),
+            1,
+            dst_rs as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// A raw pointer that rayon tasks writing disjoint regions may share.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: every task writes a disjoint region (one image's chunk of output rows).
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle::bail!("{what}: fast conv2d takes f32")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle::bail!("{what}: fast conv2d needs a contiguous tensor"),
+    }
+}
+
+/// Forward: x (b, c_in, h, w) ⊛ w (c_out, c_in, k, k) → (b, c_out, h, w).
+#[derive(Debug, Clone, Copy)]
+struct ConvForward;
+
+impl CustomOp2 for ConvForward {
+    fn name(&self) -> &'static str {
+        "noiseda-conv2d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c_in, h, w) = l1.shape().dims4()?;
+        let (c_out, c_in2, k, k2) = l2.shape().dims4()?;
+        if c_in != c_in2 || k != k2 || k % 2 == 0 {
+            candle::bail!("conv2d: input {:?} vs kernel {:?}", l1.shape(), l2.shape())
+        }
+        let g = Geometry {
+            b,
+            c_in,
+            c_out,
+            h,
+            w,
+            k,
+        };
+        let (x, wt) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "kernel")?);
+        let mut out = vec![0f32; b * c_out * h * w];
+        let ptr = SyncPtr(out.as_mut_ptr());
+        let kd = g.kdim();
+        let tasks: Vec<(usize, usize, usize)> = (0..b)
+            .flat_map(|i| g.chunks().into_iter().map(move |(y0, r)| (i, y0, r)))
+            .collect();
+        tasks
+            .par_iter()
+            .for_each_init(Vec::new, |cols, &(i, y0, rows)| {
+                let n = rows * w;
+                let img = &x[i * c_in * h * w..(i + 1) * c_in * h * w];
+                // 1×1: the image rows are the columns already.
+                let rhs: &[f32] = if k == 1 {
+                    &img[y0 * w..]
+                } else {
+                    cols.resize(kd * n, 0.0);
+                    im2col(img, &g, y0, rows, cols);
+                    cols
+                };
+                let rhs_rs = if k == 1 { h * w } else { n };
+                // SAFETY: task (i, y0) owns output rows y0..y0+rows of image i in every channel.
+                let dst = unsafe {
+                    let p = ptr;
+                    std::slice::from_raw_parts_mut(
+                        p.0.add(i * c_out * h * w + y0 * w),
+                        (c_out - 1) * h * w + n,
+                    )
+                };
+                matmul(
+                    c_out,
+                    n,
+                    kd,
+                    dst,
+                    h * w,
+                    false,
+                    wt,
+                    (kd, 1),
+                    rhs,
+                    (rhs_rs, 1),
+                    Parallelism::None,
+                );
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c_out, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        wt: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let dx = grad.apply_op2_no_bwd(wt, &ConvBackwardInput)?;
+        let dw = x.apply_op2_no_bwd(&grad, &ConvBackwardKernel { k: wt.dim(2)? })?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Input gradient: grad (b, c_out, h, w), w (c_out, c_in, k, k) → (b, c_in, h, w).
+#[derive(Debug, Clone, Copy)]
+struct ConvBackwardInput;
+
+impl CustomOp2 for ConvBackwardInput {
+    fn name(&self) -> &'static str {
+        "noiseda-conv2d-bwd-input"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c_out, h, w) = l1.shape().dims4()?;
+        let (c_out2, c_in, k, _) = l2.shape().dims4()?;
+        if c_out != c_out2 {
+            candle::bail!(
+                "conv2d backward: grad {:?} vs kernel {:?}",
+                l1.shape(),
+                l2.shape()
+            )
+        }
+        let g = Geometry {
+            b,
+            c_in,
+            c_out,
+            h,
+            w,
+            k,
+        };
+        let (gr, wt) = (f32_slice(s1, l1, "grad")?, f32_slice(s2, l2, "kernel")?);
+        let kd = g.kdim();
+        let mut dx = vec![0f32; b * c_in * h * w];
+        // Parallel over images (col2im of neighbouring chunks overlaps); each image's chunks
+        // in turn, the GEMM itself parallel when there are fewer images than threads.
+        let par = if b >= rayon::current_num_threads() {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(rayon::current_num_threads())
+        };
+        dx.par_chunks_mut(c_in * h * w)
+            .enumerate()
+            .for_each_init(Vec::new, |cols, (i, dxi)| {
+                let gi = &gr[i * c_out * h * w..(i + 1) * c_out * h * w];
+                for (y0, rows) in g.chunks() {
+                    let n = rows * w;
+                    if k == 1 {
+                        // dx rows = wᵀ · grad rows, written in place.
+                        matmul(
+                            c_in,
+                            n,
+                            c_out,
+                            &mut dxi[y0 * w..],
+                            h * w,
+                            false,
+                            wt,
+                            (1, kd),
+                            &gi[y0 * w..],
+                            (h * w, 1),
+                            par,
+                        );
+                        continue;
+                    }
+                    cols.resize(kd * n, 0.0);
+                    matmul(
+                        kd,
+                        n,
+                        c_out,
+                        cols,
+                        n,
+                        false,
+                        wt,
+                        (1, kd),
+                        &gi[y0 * w..],
+                        (h * w, 1),
+                        par,
+                    );
+                    col2im(cols, &g, y0, rows, dxi);
+                }
+            });
+        Ok((CpuStorage::F32(dx), Shape::from((b, c_in, h, w))))
+    }
+}
+
+/// Kernel gradient: x (b, c_in, h, w), grad (b, c_out, h, w) → (c_out, c_in, k, k).
+#[derive(Debug, Clone, Copy)]
+struct ConvBackwardKernel {
+    k: usize,
+}
+
+impl CustomOp2 for ConvBackwardKernel {
+    fn name(&self) -> &'static str {
+        "noiseda-conv2d-bwd-kernel"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c_in, h, w) = l1.shape().dims4()?;
+        let (_, c_out, _, _) = l2.shape().dims4()?;
+        let k = self.k;
+        let g = Geometry {
+            b,
+            c_in,
+            c_out,
+            h,
+            w,
+            k,
+        };
+        let (x, gr) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "grad")?);
+        let kd = g.kdim();
+        // One partial dW = Σ_chunks grad_chunk · colsᵀ per image, in parallel, then summed in
+        // image order: the result does not depend on how rayon schedules (exact resume).
+        let par = if b >= rayon::current_num_threads() {
+            Parallelism::None
+        } else {
+            Parallelism::Rayon(rayon::current_num_threads())
+        };
+        let partials: Vec<Vec<f32>> = (0..b)
+            .into_par_iter()
+            .map_init(Vec::new, |cols, i| {
+                let mut acc = vec![0f32; c_out * kd];
+                let img = &x[i * c_in * h * w..(i + 1) * c_in * h * w];
+                for (y0, rows) in g.chunks() {
+                    let n = rows * w;
+                    let gi = &gr[i * c_out * h * w + y0 * w..];
+                    let (rhs, rhs_cs): (&[f32], usize) = if k == 1 {
+                        (&img[y0 * w..], h * w)
+                    } else {
+                        cols.resize(kd * n, 0.0);
+                        im2col(img, &g, y0, rows, cols);
+                        (&cols[..], n)
+                    };
+                    matmul(
+                        c_out,
+                        kd,
+                        n,
+                        &mut acc,
+                        kd,
+                        true,
+                        gi,
+                        (h * w, 1),
+                        rhs,
+                        (1, rhs_cs),
+                        par,
+                    );
+                }
+                acc
+            })
+            .collect();
+        let mut dw = vec![0f32; c_out * kd];
+        for p in &partials {
+            dw.iter_mut().zip(p).for_each(|(a, v)| *a += v);
+        }
+        Ok((CpuStorage::F32(dw), Shape::from((c_out, c_in, k, k))))
+    }
+}
+
+/// `x ⊛ w` for a stride-1 convolution with padding k/2 (odd k): the fast CPU kernels for
+/// contiguous f32 on the CPU, candle's conv2d otherwise.
+pub fn conv2d_same(xs: &Tensor, w: &Tensor) -> candle::Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        xs.contiguous()?.apply_op2(&w.contiguous()?, ConvForward)
+    } else {
+        xs.conv2d(w, w.dim(2)? / 2, 1, 1, 1)
+    }
+}
+
+/// A stride-1 "same" convolution layer with bias (official names `weight`, `bias`).
+#[derive(Debug, Clone)]
+pub struct Conv2d {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Conv2d {
+    /// Kaiming-uniform init hints as candle_nn's conv2d (the trainer re-initialises anyway).
+    pub fn new(
+        vb: VarBuilder,
+        c_in: usize,
+        c_out: usize,
+        k: usize,
+        bias: bool,
+    ) -> candle::Result<Self> {
+        let weight = vb.get_with_hints(
+            (c_out, c_in, k, k),
+            "weight",
+            candle_nn::init::DEFAULT_KAIMING_NORMAL,
+        )?;
+        let bias = if bias {
+            let bound = 1.0 / ((c_in * k * k) as f64).sqrt();
+            Some(vb.get_with_hints(
+                c_out,
+                "bias",
+                candle_nn::Init::Uniform {
+                    lo: -bound,
+                    up: bound,
+                },
+            )?)
+        } else {
+            None
+        };
+        Ok(Self { weight, bias })
+    }
+
+    pub fn weight(&self) -> &Tensor {
+        &self.weight
+    }
+}
+
+impl Module for Conv2d {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        let out = conv2d_same(xs, &self.weight)?;
+        match &self.bias {
+            Some(b) => out.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            None => Ok(out),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle::{Device, Var};
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
+    }
+
+    /// Forward and both gradients against candle's conv2d, odd sizes, 1×1 and 3×3, batches
+    /// below and above the thread count, and a tall image that splits into several chunks.
+    #[test]
+    fn matches_candle_conv2d_forward_and_gradients() {
+        let dev = Device::Cpu;
+        for &(b, c_in, c_out, h, w, k) in &[
+            (1, 3, 5, 7, 9, 3),
+            (3, 4, 6, 13, 5, 3),
+            (2, 8, 3, 6, 11, 1),
+            (1, 2, 2, 1, 1, 3),
+            (2, 40, 16, 300, 33, 3),
+            (5, 6, 4, 9, 9, 5),
+        ] {
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1., (b, c_in, h, w), &dev).unwrap()).unwrap();
+            let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (c_out, c_in, k, k), &dev).unwrap())
+                .unwrap();
+            let proj = Tensor::randn(0f32, 1., (b, c_out, h, w), &dev).unwrap();
+            let ours = conv2d_same(x.as_tensor(), wt.as_tensor()).unwrap();
+            let theirs = x
+                .as_tensor()
+                .conv2d(wt.as_tensor(), k / 2, 1, 1, 1)
+                .unwrap();
+            let case = format!("b{b} {c_in}->{c_out} {h}x{w} k{k}");
+            assert!(max_rel(&ours, &theirs) < 1e-5, "{case}: forward");
+            let g1 = (ours * &proj)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let g2 = (theirs * &proj)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            for (name, v) in [("input", &x), ("kernel", &wt)] {
+                let a = g1.get(v.as_tensor()).unwrap();
+                let r = g2.get(v.as_tensor()).unwrap();
+                assert!(
+                    max_rel(a, r) < 1e-4,
+                    "{case}: {name} gradient {}",
+                    max_rel(a, r)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn layer_adds_bias_and_falls_back_off_f32() {
+        let dev = Device::Cpu;
+        let varmap = candle_nn::VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
+        let conv = Conv2d::new(vb, 2, 3, 3, true).unwrap();
+        let x = Tensor::randn(0f32, 1., (1, 2, 4, 4), &dev).unwrap();
+        let ours = conv.forward(&x).unwrap();
+        let reference = x
+            .conv2d(conv.weight(), 1, 1, 1, 1)
+            .unwrap()
+            .broadcast_add(&conv.bias.as_ref().unwrap().reshape((1, 3, 1, 1)).unwrap())
+            .unwrap();
+        assert!(max_rel(&ours, &reference) < 1e-5);
+        let x64 = x.to_dtype(DType::F64).unwrap();
+        let w64 = conv.weight().to_dtype(DType::F64).unwrap();
+        let y = conv2d_same(&x64, &w64).unwrap();
+        assert_eq!(y.dtype(), DType::F64);
+    }
+}
