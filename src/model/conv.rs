@@ -479,7 +479,7 @@ impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
         let out = conv2d_same(xs, &self.weight)?;
         match &self.bias {
-            Some(b) => out.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?),
+            Some(b) => super::norm::add_channel_bias(&out, b),
             None => Ok(out),
         }
     }

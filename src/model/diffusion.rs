@@ -12,11 +12,12 @@
 //! so training stays reproducible. Keys follow the official module names.
 
 use candle::{Module, Tensor, D};
-use candle_nn::{GroupNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::norm::GroupNorm;
 use super::{conv3x3, Conv2d};
 
 /// Diffusion U-Net hyper-parameters. Default = the official `diffusion-b`.
@@ -178,7 +179,7 @@ pub fn norm_groups(ch: usize) -> usize {
 }
 
 fn group_norm(ch: usize, vb: VarBuilder) -> candle::Result<GroupNorm> {
-    candle_nn::group_norm(norm_groups(ch), ch, 1e-5, vb)
+    GroupNorm::new(vb, norm_groups(ch), ch)
 }
 
 /// Sinusoidal embedding of ᾱ: `[cos(ᾱ·f_k), sin(ᾱ·f_k)]`, `f_k = exp(−ln(10⁴)·k/half)`.
@@ -285,15 +286,12 @@ impl ResBlock {
         let h = self.in_norm.forward(xs)?.silu()?;
         let h = self.in_conv.forward(&self.resample.apply(&h)?)?;
         let xs = self.resample.apply(xs)?;
-        // 2. scale-shift from the noise-level embedding: (b, 2c) -> 2 × (b, c, 1, 1)
-        let e = self.emb.forward(&emb.silu()?)?.unsqueeze(2)?.unsqueeze(3)?;
+        // 2. scale-shift from the noise-level embedding: (b, 2c) -> 2 × (b, c), applied as
+        //    out_norm(h)·(1 + scale) + shift (folded into the norm's affine).
+        let e = self.emb.forward(&emb.silu()?)?;
         let c = e.dim(1)? / 2;
         let (scale, shift) = (e.narrow(1, 0, c)?, e.narrow(1, c, c)?);
-        let h = self
-            .out_norm
-            .forward(&h)?
-            .broadcast_mul(&(scale + 1.0)?)?
-            .broadcast_add(&shift)?;
+        let h = self.out_norm.forward_scale_shift(&h, &scale, &shift)?;
         // 3. out_layers rest: SiLU → dropout → conv
         let h = self
             .out_conv

@@ -3,6 +3,7 @@
 pub mod conv;
 pub mod diffusion;
 mod dncnn;
+pub mod norm;
 mod unet;
 pub mod upsample;
 

@@ -1,0 +1,409 @@
+//! Fused CPU kernels for the per-channel parts of the nets: GroupNorm with per-sample affine
+//! (the diffusion net's scale-shift folds into it) and channel bias add, each with an analytic
+//! backward. candle's generic versions spend most of a joint step in many-pass elementwise ops
+//! and in strided multi-axis reductions of broadcast gradients.
+
+use candle::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle::Result<&'a [f32]> {
+    let CpuStorage::F32(v) = s else {
+        candle::bail!("{what}: fused op takes f32")
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle::bail!("{what}: fused op needs a contiguous tensor"),
+    }
+}
+
+fn fast_path(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// x + bias[c] for x (b, c, h, w), bias (c).
+#[derive(Debug, Clone, Copy)]
+struct ChannelBias;
+
+impl CustomOp2 for ChannelBias {
+    fn name(&self) -> &'static str {
+        "noiseda-channel-bias"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let (x, bias) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "bias")?);
+        let hw = h * w;
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(hw)
+            .zip(x.par_chunks(hw))
+            .enumerate()
+            .for_each(|(i, (o, xi))| {
+                let v = bias[i % c];
+                o.iter_mut().zip(xi).for_each(|(o, x)| *o = x + v);
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        _x: &Tensor,
+        bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, c, h, w) = grad.dims4()?;
+        // Σ over batch and pixels as two contiguous last-axis sums.
+        let db = grad
+            .contiguous()?
+            .reshape((b, c, h * w))?
+            .sum(2)?
+            .sum(0)?
+            .to_dtype(bias.dtype())?;
+        Ok((Some(grad.clone()), Some(db)))
+    }
+}
+
+/// x + bias broadcast over channels: the fused op on CPU f32, candle's broadcast otherwise.
+pub fn add_channel_bias(xs: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
+    if fast_path(&[xs, bias]) {
+        xs.contiguous()?.apply_op2(&bias.contiguous()?, ChannelBias)
+    } else {
+        xs.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
+    }
+}
+
+/// Group statistics of one sample: mean and 1/sqrt(var + eps) per group.
+fn stats(x: &[f32], groups: usize, eps: f64) -> Vec<(f32, f32)> {
+    let n = x.len() / groups;
+    x.chunks(n)
+        .map(|g| {
+            let mean = g.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
+            let var = g.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n as f64;
+            (mean as f32, (1.0 / (var + eps).sqrt()) as f32)
+        })
+        .collect()
+}
+
+/// GroupNorm with per-sample affine: x (b, c, h, w), gamma and beta (b, c).
+#[derive(Debug, Clone, Copy)]
+struct GroupNormAffine {
+    groups: usize,
+    eps: f64,
+}
+
+impl CustomOp3 for GroupNormAffine {
+    fn name(&self) -> &'static str {
+        "noiseda-group-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let x = f32_slice(s1, l1, "input")?;
+        let (gamma, beta) = (f32_slice(s2, l2, "gamma")?, f32_slice(s3, l3, "beta")?);
+        let (hw, cg) = (h * w, c / self.groups);
+        let mut out = vec![0f32; x.len()];
+        out.par_chunks_mut(c * hw)
+            .zip(x.par_chunks(c * hw))
+            .enumerate()
+            .for_each(|(i, (o, xi))| {
+                let st = stats(xi, self.groups, self.eps);
+                for ch in 0..c {
+                    let (mean, rstd) = st[ch / cg];
+                    let (gm, bt) = (gamma[i * c + ch], beta[i * c + ch]);
+                    let (a, k) = (rstd * gm, bt - mean * rstd * gm);
+                    o[ch * hw..(ch + 1) * hw]
+                        .iter_mut()
+                        .zip(&xi[ch * hw..(ch + 1) * hw])
+                        .for_each(|(o, &x)| *o = x * a + k);
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _beta: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (b, c, h, w) = x.dims4()?;
+        let n = b * c * h * w;
+        let packed = x.apply_op3_no_bwd(
+            &gamma.contiguous()?,
+            &grad.contiguous()?,
+            &GroupNormBackward {
+                groups: self.groups,
+                eps: self.eps,
+            },
+        )?;
+        let dx = packed.narrow(0, 0, n)?.reshape((b, c, h, w))?;
+        let dgamma = packed.narrow(0, n, b * c)?.reshape((b, c))?;
+        let dbeta = packed.narrow(0, n + b * c, b * c)?.reshape((b, c))?;
+        Ok((Some(dx), Some(dgamma), Some(dbeta)))
+    }
+}
+
+/// Gradients of [`GroupNormAffine`] packed into one vector: dx, then dgamma and dbeta (b, c).
+#[derive(Debug, Clone, Copy)]
+struct GroupNormBackward {
+    groups: usize,
+    eps: f64,
+}
+
+impl CustomOp3 for GroupNormBackward {
+    fn name(&self) -> &'static str {
+        "noiseda-group-norm-bwd"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let x = f32_slice(s1, l1, "input")?;
+        let (gamma, grad) = (f32_slice(s2, l2, "gamma")?, f32_slice(s3, l3, "grad")?);
+        let (hw, cg) = (h * w, c / self.groups);
+        let per: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b)
+            .into_par_iter()
+            .map(|i| {
+                let xi = &x[i * c * hw..(i + 1) * c * hw];
+                let gi = &grad[i * c * hw..(i + 1) * c * hw];
+                let st = stats(xi, self.groups, self.eps);
+                let (mut dg, mut db) = (vec![0f32; c], vec![0f32; c]);
+                // Per channel: Σ g and Σ g·x̂.
+                for ch in 0..c {
+                    let (mean, rstd) = st[ch / cg];
+                    let (mut sg, mut sgx) = (0f64, 0f64);
+                    for (&xv, &gv) in xi[ch * hw..(ch + 1) * hw]
+                        .iter()
+                        .zip(&gi[ch * hw..(ch + 1) * hw])
+                    {
+                        sg += gv as f64;
+                        sgx += (gv * (xv - mean) * rstd) as f64;
+                    }
+                    db[ch] = sg as f32;
+                    dg[ch] = sgx as f32;
+                }
+                // dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)), dx̂ = g·γ, means over the group.
+                let m = (cg * hw) as f32;
+                let mut dx = vec![0f32; c * hw];
+                for grp in 0..self.groups {
+                    let (mean, rstd) = st[grp];
+                    let chans = grp * cg..(grp + 1) * cg;
+                    let s1: f32 = chans.clone().map(|ch| gamma[i * c + ch] * db[ch]).sum();
+                    let s2: f32 = chans.clone().map(|ch| gamma[i * c + ch] * dg[ch]).sum();
+                    let (m1, m2) = (s1 / m, s2 / m);
+                    for ch in chans {
+                        let gm = gamma[i * c + ch];
+                        for ((d, &xv), &gv) in dx[ch * hw..(ch + 1) * hw]
+                            .iter_mut()
+                            .zip(&xi[ch * hw..(ch + 1) * hw])
+                            .zip(&gi[ch * hw..(ch + 1) * hw])
+                        {
+                            let xh = (xv - mean) * rstd;
+                            *d = rstd * (gv * gm - m1 - xh * m2);
+                        }
+                    }
+                }
+                (dx, dg, db)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(b * c * hw + 2 * b * c);
+        for (dx, _, _) in &per {
+            out.extend_from_slice(dx);
+        }
+        for (_, dg, _) in &per {
+            out.extend_from_slice(dg);
+        }
+        for (_, _, db) in &per {
+            out.extend_from_slice(db);
+        }
+        let len = out.len();
+        Ok((CpuStorage::F32(out), Shape::from(len)))
+    }
+}
+
+/// GroupNorm (official names `weight`, `bias`; eps 1e-5) that can fold a per-sample
+/// scale-shift into its affine.
+#[derive(Debug, Clone)]
+pub struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    pub fn new(vb: VarBuilder, groups: usize, channels: usize) -> candle::Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            candle::bail!("GroupNorm: {channels} channels do not split into {groups} groups")
+        }
+        Ok(Self {
+            weight: vb.get_with_hints(channels, "weight", candle_nn::Init::Const(1.0))?,
+            bias: vb.get_with_hints(channels, "bias", candle_nn::Init::Const(0.0))?,
+            groups,
+            eps: 1e-5,
+        })
+    }
+
+    /// norm(x)·(1 + scale) + shift with scale and shift (b, c): the diffusion ResBlock's
+    /// scale-shift conditioning, folded into the affine.
+    pub fn forward_scale_shift(
+        &self,
+        xs: &Tensor,
+        scale: &Tensor,
+        shift: &Tensor,
+    ) -> candle::Result<Tensor> {
+        let one_plus = (scale + 1.0)?;
+        let gamma = one_plus.broadcast_mul(&self.weight.unsqueeze(0)?)?;
+        let beta = (one_plus.broadcast_mul(&self.bias.unsqueeze(0)?)? + shift)?;
+        self.affine(xs, &gamma, &beta)
+    }
+
+    fn affine(&self, xs: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle::Result<Tensor> {
+        if fast_path(&[xs, gamma, beta]) {
+            return xs.contiguous()?.apply_op3(
+                &gamma.contiguous()?,
+                &beta.contiguous()?,
+                GroupNormAffine {
+                    groups: self.groups,
+                    eps: self.eps,
+                },
+            );
+        }
+        // Reference path (other devices and dtypes): candle ops.
+        let (b, c, h, w) = xs.dims4()?;
+        let x = xs.reshape((b, self.groups, (c / self.groups) * h * w))?;
+        let mean = x.mean_keepdim(2)?;
+        let x = x.broadcast_sub(&mean)?;
+        let var = x.sqr()?.mean_keepdim(2)?;
+        let x = x
+            .broadcast_div(&(var + self.eps)?.sqrt()?)?
+            .reshape((b, c, h, w))?;
+        x.broadcast_mul(&gamma.reshape((b, c, 1, 1))?)?
+            .broadcast_add(&beta.reshape((b, c, 1, 1))?)
+    }
+}
+
+impl Module for GroupNorm {
+    fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        let b = xs.dim(0)?;
+        let c = self.weight.dim(0)?;
+        let gamma = self.weight.unsqueeze(0)?.broadcast_as((b, c))?;
+        let beta = self.bias.unsqueeze(0)?.broadcast_as((b, c))?;
+        self.affine(xs, &gamma, &beta)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle::{Device, Var};
+
+    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let m = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
+    }
+
+    /// The fused ops against the candle-op reference path (f64), values and every gradient.
+    #[test]
+    fn fused_group_norm_and_bias_match_candle_ops() {
+        let dev = Device::Cpu;
+        for &(b, c, h, w, groups) in &[(2, 8, 5, 7, 4), (1, 6, 3, 3, 3), (3, 64, 4, 4, 32)] {
+            let varmap = candle_nn::VarMap::new();
+            let gn = GroupNorm::new(
+                VarBuilder::from_varmap(&varmap, DType::F32, &dev),
+                groups,
+                c,
+            )
+            .unwrap();
+            for v in varmap.all_vars() {
+                v.set(&Tensor::randn(0.5f32, 0.3, v.dims(), &dev).unwrap())
+                    .unwrap();
+            }
+            let x = Var::from_tensor(
+                &(Tensor::randn(0f32, 2., (b, c, h, w), &dev).unwrap() + 0.7).unwrap(),
+            )
+            .unwrap();
+            let scale = Var::from_tensor(&Tensor::randn(0f32, 0.5, (b, c), &dev).unwrap()).unwrap();
+            let shift = Var::from_tensor(&Tensor::randn(0f32, 0.5, (b, c), &dev).unwrap()).unwrap();
+            let bias = Var::from_tensor(&Tensor::randn(0f32, 1., c, &dev).unwrap()).unwrap();
+            let proj = Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap();
+            let run = |fast: bool| {
+                let f64s = |t: &Tensor| {
+                    if fast {
+                        t.clone()
+                    } else {
+                        t.to_dtype(DType::F64).unwrap()
+                    }
+                };
+                let gn = GroupNorm {
+                    weight: f64s(&gn.weight),
+                    bias: f64s(&gn.bias),
+                    groups,
+                    eps: 1e-5,
+                };
+                let y = gn
+                    .forward_scale_shift(
+                        &f64s(x.as_tensor()),
+                        &f64s(scale.as_tensor()),
+                        &f64s(shift.as_tensor()),
+                    )
+                    .unwrap();
+                let y = (add_channel_bias(&y, &f64s(bias.as_tensor())).unwrap()
+                    + gn.forward(&f64s(x.as_tensor())).unwrap())
+                .unwrap();
+                let loss = (y.to_dtype(DType::F32).unwrap() * &proj)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap();
+                let grads = loss.backward().unwrap();
+                let mut out = vec![y.to_dtype(DType::F32).unwrap()];
+                let mut vars = vec![x.clone(), scale.clone(), shift.clone(), bias.clone()];
+                vars.extend(varmap.all_vars());
+                for v in &vars {
+                    out.push(
+                        grads
+                            .get(v.as_tensor())
+                            .unwrap()
+                            .to_dtype(DType::F32)
+                            .unwrap(),
+                    );
+                }
+                out
+            };
+            let (fast, slow) = (run(true), run(false));
+            for (k, (a, r)) in fast.iter().zip(&slow).enumerate() {
+                let e = max_rel(a, r);
+                assert!(
+                    e < 1e-4,
+                    "b{b} c{c} {h}x{w} g{groups}: output/grad #{k} off by {e}"
+                );
+            }
+        }
+    }
+}
