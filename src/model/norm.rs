@@ -210,8 +210,7 @@ impl CustomOp3 for GroupNormBackward {
                 // dx = rstd·(dx̂ − mean(dx̂) − x̂·mean(dx̂·x̂)), dx̂ = g·γ, means over the group.
                 let m = (cg * hw) as f32;
                 let mut dx = vec![0f32; c * hw];
-                for grp in 0..self.groups {
-                    let (mean, rstd) = st[grp];
+                for (grp, &(mean, rstd)) in st.iter().enumerate() {
                     let chans = grp * cg..(grp + 1) * cg;
                     let s1: f32 = chans.clone().map(|ch| gamma[i * c + ch] * db[ch]).sum();
                     let s2: f32 = chans.clone().map(|ch| gamma[i * c + ch] * dg[ch]).sum();
@@ -258,7 +257,7 @@ pub struct GroupNorm {
 
 impl GroupNorm {
     pub fn new(vb: VarBuilder, groups: usize, channels: usize) -> candle::Result<Self> {
-        if groups == 0 || channels % groups != 0 {
+        if groups == 0 || !channels.is_multiple_of(groups) {
             candle::bail!("GroupNorm: {channels} channels do not split into {groups} groups")
         }
         Ok(Self {
