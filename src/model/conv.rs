@@ -2,7 +2,7 @@
 //! CustomOps (im2col in row chunks + the gemm crate's AVX-512 kernel, parallel over images and
 //! chunks), and the `Conv2d` layer the nets use (candle's own conv2d off the CPU or off f32).
 
-use candle::{CpuStorage, CustomOp2, DType, Layout, Module, Shape, Tensor};
+use candle::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -169,11 +169,15 @@ fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle::Result<&'
     }
 }
 
-/// Forward: x (b, c_in, h, w) ⊛ w (c_out, c_in, k, k) → (b, c_out, h, w).
+/// Forward: act(x (b, c_in, h, w) ⊛ w (c_out, c_in, k, k) + bias (c_out)) → (b, c_out, h, w),
+/// act = LeakyReLU(slope) or identity. The bias seeds the GEMM's accumulator and the
+/// activation runs on the chunk while it is in cache.
 #[derive(Debug, Clone, Copy)]
-struct ConvForward;
+struct ConvForward {
+    slope: Option<f32>,
+}
 
-impl CustomOp2 for ConvForward {
+impl CustomOp3 for ConvForward {
     fn name(&self) -> &'static str {
         "noiseda-conv2d"
     }
@@ -184,11 +188,18 @@ impl CustomOp2 for ConvForward {
         l1: &Layout,
         s2: &CpuStorage,
         l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         let (b, c_in, h, w) = l1.shape().dims4()?;
         let (c_out, c_in2, k, k2) = l2.shape().dims4()?;
-        if c_in != c_in2 || k != k2 || k % 2 == 0 {
-            candle::bail!("conv2d: input {:?} vs kernel {:?}", l1.shape(), l2.shape())
+        if c_in != c_in2 || k != k2 || k % 2 == 0 || l3.shape().dims() != [c_out] {
+            candle::bail!(
+                "conv2d: input {:?}, kernel {:?}, bias {:?}",
+                l1.shape(),
+                l2.shape(),
+                l3.shape()
+            )
         }
         let g = Geometry {
             b,
@@ -199,7 +210,8 @@ impl CustomOp2 for ConvForward {
             k,
         };
         let (x, wt) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "kernel")?);
-        let mut out = vec![0f32; b * c_out * h * w];
+        let bias = f32_slice(s3, l3, "bias")?;
+        let mut out: Vec<f32> = Vec::with_capacity(b * c_out * h * w);
         let ptr = SyncPtr(out.as_mut_ptr());
         let kd = g.kdim();
         let tasks: Vec<(usize, usize, usize)> = (0..b)
@@ -219,7 +231,8 @@ impl CustomOp2 for ConvForward {
                     cols
                 };
                 let rhs_rs = if k == 1 { h * w } else { n };
-                // SAFETY: task (i, y0) owns output rows y0..y0+rows of image i in every channel.
+                // SAFETY: task (i, y0) owns output rows y0..y0+rows of image i in every
+                // channel, and writes (bias fill) every element of them before reading.
                 let dst = unsafe {
                     let p = ptr;
                     std::slice::from_raw_parts_mut(
@@ -227,20 +240,34 @@ impl CustomOp2 for ConvForward {
                         (c_out - 1) * h * w + n,
                     )
                 };
+                for (o, &bv) in bias.iter().enumerate() {
+                    dst[o * h * w..o * h * w + n].fill(bv);
+                }
                 matmul(
                     c_out,
                     n,
                     kd,
                     dst,
                     h * w,
-                    false,
+                    true,
                     wt,
                     (kd, 1),
                     rhs,
                     (rhs_rs, 1),
                     Parallelism::None,
                 );
+                if let Some(slope) = self.slope {
+                    for o in 0..c_out {
+                        for v in &mut dst[o * h * w..o * h * w + n] {
+                            if *v < 0.0 {
+                                *v *= slope;
+                            }
+                        }
+                    }
+                }
             });
+        // SAFETY: the tasks cover every output row of every image and channel.
+        unsafe { out.set_len(b * c_out * h * w) };
         Ok((CpuStorage::F32(out), Shape::from((b, c_out, h, w))))
     }
 
@@ -248,13 +275,58 @@ impl CustomOp2 for ConvForward {
         &self,
         x: &Tensor,
         wt: &Tensor,
-        _res: &Tensor,
+        bias: &Tensor,
+        res: &Tensor,
         grad: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
-        let grad = grad.contiguous()?;
+    ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        // Through the activation first: LeakyReLU keeps the sign, so the output tells which side.
+        let grad = match self.slope {
+            Some(slope) => grad
+                .contiguous()?
+                .apply_op2_no_bwd(res, &LeakyGrad { slope })?,
+            None => grad.contiguous()?,
+        };
         let dx = grad.apply_op2_no_bwd(wt, &ConvBackwardInput)?;
         let dw = x.apply_op2_no_bwd(&grad, &ConvBackwardKernel { k: wt.dim(2)? })?;
-        Ok((Some(dx), Some(dw)))
+        let (b, c, h, w) = grad.dims4()?;
+        let db = grad
+            .reshape((b, c, h * w))?
+            .sum(2)?
+            .sum(0)?
+            .to_dtype(bias.dtype())?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// grad · LeakyReLU'(out): grad where the output is positive, slope·grad elsewhere.
+#[derive(Debug, Clone, Copy)]
+struct LeakyGrad {
+    slope: f32,
+}
+
+impl CustomOp2 for LeakyGrad {
+    fn name(&self) -> &'static str {
+        "noiseda-leaky-relu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle::Result<(CpuStorage, Shape)> {
+        let (g, out) = (f32_slice(s1, l1, "grad")?, f32_slice(s2, l2, "output")?);
+        let slope = self.slope;
+        let mut d = vec![0f32; g.len()];
+        d.par_chunks_mut(1 << 14)
+            .zip(g.par_chunks(1 << 14).zip(out.par_chunks(1 << 14)))
+            .for_each(|(d, (g, o))| {
+                for ((d, &g), &o) in d.iter_mut().zip(g).zip(o) {
+                    *d = if o > 0.0 { g } else { g * slope };
+                }
+            });
+        Ok((CpuStorage::F32(d), l1.shape().clone()))
     }
 }
 
@@ -423,13 +495,40 @@ impl CustomOp2 for ConvBackwardKernel {
     }
 }
 
-/// `x ⊛ w` for a stride-1 convolution with padding k/2 (odd k): the fast CPU kernels for
-/// contiguous f32 on the CPU, candle's conv2d otherwise.
-pub fn conv2d_same(xs: &Tensor, w: &Tensor) -> candle::Result<Tensor> {
+/// `act(x ⊛ w + bias)` for a stride-1 convolution with padding k/2 (odd k), act = LeakyReLU
+/// with `slope` or identity: the fast CPU kernels for f32 on the CPU, candle's ops otherwise.
+pub fn conv2d_same(
+    xs: &Tensor,
+    w: &Tensor,
+    bias: Option<&Tensor>,
+    slope: Option<f64>,
+) -> candle::Result<Tensor> {
+    let c_out = w.dim(0)?;
     if xs.device().is_cpu() && xs.dtype() == DType::F32 && w.dtype() == DType::F32 {
-        xs.contiguous()?.apply_op2(&w.contiguous()?, ConvForward)
-    } else {
-        xs.conv2d(w, w.dim(2)? / 2, 1, 1, 1)
+        let zeros;
+        let bias = match bias {
+            Some(b) => b.contiguous()?,
+            None => {
+                zeros = Tensor::zeros(c_out, DType::F32, xs.device())?;
+                zeros.clone()
+            }
+        };
+        return xs.contiguous()?.apply_op3(
+            &w.contiguous()?,
+            &bias,
+            ConvForward {
+                slope: slope.map(|s| s as f32),
+            },
+        );
+    }
+    let mut out = xs.conv2d(w, w.dim(2)? / 2, 1, 1, 1)?;
+    if let Some(b) = bias {
+        out = out.broadcast_add(&b.reshape((1, c_out, 1, 1))?)?;
+    }
+    match slope {
+        // max(x, slope·x) == LeakyReLU for 0 < slope < 1.
+        Some(s) => out.maximum(&(&out * s)?),
+        None => Ok(out),
     }
 }
 
@@ -475,13 +574,16 @@ impl Conv2d {
     }
 }
 
+impl Conv2d {
+    /// LeakyReLU(conv(x) + bias) in one fused op (0 < slope < 1).
+    pub fn forward_leaky(&self, xs: &Tensor, slope: f64) -> candle::Result<Tensor> {
+        conv2d_same(xs, &self.weight, self.bias.as_ref(), Some(slope))
+    }
+}
+
 impl Module for Conv2d {
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
-        let out = conv2d_same(xs, &self.weight)?;
-        match &self.bias {
-            Some(b) => super::norm::add_channel_bias(&out, b),
-            None => Ok(out),
-        }
+        conv2d_same(xs, &self.weight, self.bias.as_ref(), None)
     }
 }
 
@@ -496,11 +598,15 @@ mod tests {
         d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
     }
 
-    /// Forward and both gradients against candle's conv2d, odd sizes, 1×1 and 3×3, batches
-    /// below and above the thread count, and a tall image that splits into several chunks.
+    /// Forward and every gradient against candle's ops (conv2d, bias broadcast, LeakyReLU as
+    /// a maximum) on odd sizes, 1×1, 3×3 and 5×5, batches below and above the thread count, a
+    /// tall image that splits into several chunks, with and without the fused activation.
     #[test]
-    fn matches_candle_conv2d_forward_and_gradients() {
+    fn matches_candle_ops_forward_and_gradients() {
         let dev = Device::Cpu;
+        let var = |shape: &[usize]| {
+            Var::from_tensor(&Tensor::randn(0f32, 1., shape, &dev).unwrap()).unwrap()
+        };
         for &(b, c_in, c_out, h, w, k) in &[
             (1, 3, 5, 7, 9, 3),
             (3, 4, 6, 13, 5, 3),
@@ -509,44 +615,47 @@ mod tests {
             (2, 40, 16, 300, 33, 3),
             (5, 6, 4, 9, 9, 5),
         ] {
-            let x =
-                Var::from_tensor(&Tensor::randn(0f32, 1., (b, c_in, h, w), &dev).unwrap()).unwrap();
-            let wt = Var::from_tensor(&Tensor::randn(0f32, 1., (c_out, c_in, k, k), &dev).unwrap())
-                .unwrap();
-            let proj = Tensor::randn(0f32, 1., (b, c_out, h, w), &dev).unwrap();
-            let ours = conv2d_same(x.as_tensor(), wt.as_tensor()).unwrap();
-            let theirs = x
-                .as_tensor()
-                .conv2d(wt.as_tensor(), k / 2, 1, 1, 1)
-                .unwrap();
-            let case = format!("b{b} {c_in}->{c_out} {h}x{w} k{k}");
-            assert!(max_rel(&ours, &theirs) < 1e-5, "{case}: forward");
-            let g1 = (ours * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            let g2 = (theirs * &proj)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
-            for (name, v) in [("input", &x), ("kernel", &wt)] {
-                let a = g1.get(v.as_tensor()).unwrap();
-                let r = g2.get(v.as_tensor()).unwrap();
-                assert!(
-                    max_rel(a, r) < 1e-4,
-                    "{case}: {name} gradient {}",
-                    max_rel(a, r)
+            for slope in [None, Some(0.2)] {
+                let (x, wt, bias) = (
+                    var(&[b, c_in, h, w]),
+                    var(&[c_out, c_in, k, k]),
+                    var(&[c_out]),
                 );
+                let proj = Tensor::randn(0f32, 1., (b, c_out, h, w), &dev).unwrap();
+                let ours =
+                    conv2d_same(x.as_tensor(), wt.as_tensor(), Some(bias.as_tensor()), slope)
+                        .unwrap();
+                let theirs = {
+                    let y = x
+                        .as_tensor()
+                        .conv2d(wt.as_tensor(), k / 2, 1, 1, 1)
+                        .unwrap()
+                        .broadcast_add(&bias.as_tensor().reshape((1, c_out, 1, 1)).unwrap())
+                        .unwrap();
+                    match slope {
+                        Some(s) => y.maximum(&(&y * s).unwrap()).unwrap(),
+                        None => y,
+                    }
+                };
+                let case = format!("b{b} {c_in}->{c_out} {h}x{w} k{k} slope {slope:?}");
+                assert!(max_rel(&ours, &theirs) < 1e-5, "{case}: forward");
+                let grads = |y: Tensor| (y * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+                let (g1, g2) = (grads(ours), grads(theirs));
+                for (name, v) in [("input", &x), ("kernel", &wt), ("bias", &bias)] {
+                    let a = g1.get(v.as_tensor()).unwrap();
+                    let r = g2.get(v.as_tensor()).unwrap();
+                    assert!(
+                        max_rel(a, r) < 1e-4,
+                        "{case}: {name} gradient {}",
+                        max_rel(a, r)
+                    );
+                }
             }
         }
     }
 
     #[test]
-    fn layer_adds_bias_and_falls_back_off_f32() {
+    fn layer_matches_candle_and_falls_back_off_f32() {
         let dev = Device::Cpu;
         let varmap = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
@@ -559,9 +668,16 @@ mod tests {
             .broadcast_add(&conv.bias.as_ref().unwrap().reshape((1, 3, 1, 1)).unwrap())
             .unwrap();
         assert!(max_rel(&ours, &reference) < 1e-5);
-        let x64 = x.to_dtype(DType::F64).unwrap();
-        let w64 = conv.weight().to_dtype(DType::F64).unwrap();
-        let y = conv2d_same(&x64, &w64).unwrap();
+        // f64 takes candle's ops and gives the same values.
+        let y = conv2d_same(
+            &x.to_dtype(DType::F64).unwrap(),
+            &conv.weight().to_dtype(DType::F64).unwrap(),
+            Some(&conv.bias.as_ref().unwrap().to_dtype(DType::F64).unwrap()),
+            Some(0.2),
+        )
+        .unwrap();
         assert_eq!(y.dtype(), DType::F64);
+        let fast = conv.forward_leaky(&x, 0.2).unwrap();
+        assert!(max_rel(&fast, &y.to_dtype(DType::F32).unwrap()) < 1e-5);
     }
 }

@@ -1,9 +1,8 @@
-//! Fused CPU kernels for the per-channel parts of the nets: GroupNorm with per-sample affine
-//! (the diffusion net's scale-shift folds into it) and channel bias add, each with an analytic
-//! backward. candle's generic versions spend most of a joint step in many-pass elementwise ops
-//! and in strided multi-axis reductions of broadcast gradients.
+//! Fused CPU GroupNorm: per-sample affine (the diffusion net's scale-shift folds into it) and
+//! an optional SiLU, with an analytic backward. candle's generic version spends much of a joint
+//! step in many-pass elementwise ops and strided multi-axis reductions of broadcast gradients.
 
-use candle::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
+use candle::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
@@ -22,64 +21,6 @@ fn fast_path(ts: &[&Tensor]) -> bool {
         .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
 }
 
-/// x + bias[c] for x (b, c, h, w), bias (c).
-#[derive(Debug, Clone, Copy)]
-struct ChannelBias;
-
-impl CustomOp2 for ChannelBias {
-    fn name(&self) -> &'static str {
-        "noiseda-channel-bias"
-    }
-
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> candle::Result<(CpuStorage, Shape)> {
-        let (b, c, h, w) = l1.shape().dims4()?;
-        let (x, bias) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "bias")?);
-        let hw = h * w;
-        let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(hw)
-            .zip(x.par_chunks(hw))
-            .enumerate()
-            .for_each(|(i, (o, xi))| {
-                let v = bias[i % c];
-                o.iter_mut().zip(xi).for_each(|(o, x)| *o = x + v);
-            });
-        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
-    }
-
-    fn bwd(
-        &self,
-        _x: &Tensor,
-        bias: &Tensor,
-        _res: &Tensor,
-        grad: &Tensor,
-    ) -> candle::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (b, c, h, w) = grad.dims4()?;
-        // Σ over batch and pixels as two contiguous last-axis sums.
-        let db = grad
-            .contiguous()?
-            .reshape((b, c, h * w))?
-            .sum(2)?
-            .sum(0)?
-            .to_dtype(bias.dtype())?;
-        Ok((Some(grad.clone()), Some(db)))
-    }
-}
-
-/// x + bias broadcast over channels: the fused op on CPU f32, candle's broadcast otherwise.
-pub fn add_channel_bias(xs: &Tensor, bias: &Tensor) -> candle::Result<Tensor> {
-    if fast_path(&[xs, bias]) {
-        xs.contiguous()?.apply_op2(&bias.contiguous()?, ChannelBias)
-    } else {
-        xs.broadcast_add(&bias.reshape((1, bias.dim(0)?, 1, 1))?)
-    }
-}
-
 /// Group statistics of one sample: mean and 1/sqrt(var + eps) per group.
 fn stats(x: &[f32], groups: usize, eps: f64) -> Vec<(f32, f32)> {
     let n = x.len() / groups;
@@ -92,11 +33,23 @@ fn stats(x: &[f32], groups: usize, eps: f64) -> Vec<(f32, f32)> {
         .collect()
 }
 
-/// GroupNorm with per-sample affine: x (b, c, h, w), gamma and beta (b, c).
+/// GroupNorm with per-sample affine, optionally followed by SiLU: x (b, c, h, w), gamma and
+/// beta (b, c).
 #[derive(Debug, Clone, Copy)]
 struct GroupNormAffine {
     groups: usize,
     eps: f64,
+    silu: bool,
+}
+
+fn silu(v: f32) -> f32 {
+    v / (1.0 + (-v).exp())
+}
+
+/// d silu(v) / dv.
+fn silu_grad(v: f32) -> f32 {
+    let s = 1.0 / (1.0 + (-v).exp());
+    s * (1.0 + v * (1.0 - s))
 }
 
 impl CustomOp3 for GroupNormAffine {
@@ -127,10 +80,14 @@ impl CustomOp3 for GroupNormAffine {
                     let (mean, rstd) = st[ch / cg];
                     let (gm, bt) = (gamma[i * c + ch], beta[i * c + ch]);
                     let (a, k) = (rstd * gm, bt - mean * rstd * gm);
-                    o[ch * hw..(ch + 1) * hw]
-                        .iter_mut()
-                        .zip(&xi[ch * hw..(ch + 1) * hw])
-                        .for_each(|(o, &x)| *o = x * a + k);
+                    let (o, xs) = (&mut o[ch * hw..(ch + 1) * hw], &xi[ch * hw..(ch + 1) * hw]);
+                    if self.silu {
+                        o.iter_mut()
+                            .zip(xs)
+                            .for_each(|(o, &x)| *o = silu(x * a + k));
+                    } else {
+                        o.iter_mut().zip(xs).for_each(|(o, &x)| *o = x * a + k);
+                    }
                 }
             });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
@@ -140,18 +97,22 @@ impl CustomOp3 for GroupNormAffine {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> candle::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (b, c, h, w) = x.dims4()?;
         let n = b * c * h * w;
+        // The SiLU's gradient needs the pre-activation, which depends on beta: pass it packed
+        // with gamma as (2, b, c).
+        let gb = Tensor::stack(&[gamma.contiguous()?, beta.contiguous()?], 0)?;
         let packed = x.apply_op3_no_bwd(
-            &gamma.contiguous()?,
+            &gb,
             &grad.contiguous()?,
             &GroupNormBackward {
                 groups: self.groups,
                 eps: self.eps,
+                silu: self.silu,
             },
         )?;
         let dx = packed.narrow(0, 0, n)?.reshape((b, c, h, w))?;
@@ -162,10 +123,12 @@ impl CustomOp3 for GroupNormAffine {
 }
 
 /// Gradients of [`GroupNormAffine`] packed into one vector: dx, then dgamma and dbeta (b, c).
+/// Inputs: x, gamma and beta stacked (2, b, c), grad.
 #[derive(Debug, Clone, Copy)]
 struct GroupNormBackward {
     groups: usize,
     eps: f64,
+    silu: bool,
 }
 
 impl CustomOp3 for GroupNormBackward {
@@ -184,14 +147,33 @@ impl CustomOp3 for GroupNormBackward {
     ) -> candle::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
         let x = f32_slice(s1, l1, "input")?;
-        let (gamma, grad) = (f32_slice(s2, l2, "gamma")?, f32_slice(s3, l3, "grad")?);
+        let (gb, grad) = (f32_slice(s2, l2, "gamma")?, f32_slice(s3, l3, "grad")?);
+        let (gamma, beta) = gb.split_at(b * c);
         let (hw, cg) = (h * w, c / self.groups);
         let per: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b)
             .into_par_iter()
             .map(|i| {
                 let xi = &x[i * c * hw..(i + 1) * c * hw];
-                let gi = &grad[i * c * hw..(i + 1) * c * hw];
                 let st = stats(xi, self.groups, self.eps);
+                // Through the SiLU first: g·silu'(x̂·γ + β).
+                let through;
+                let gi = if self.silu {
+                    let mut v = grad[i * c * hw..(i + 1) * c * hw].to_vec();
+                    for ch in 0..c {
+                        let (mean, rstd) = st[ch / cg];
+                        let (gm, bt) = (gamma[i * c + ch], beta[i * c + ch]);
+                        for (g, &xv) in v[ch * hw..(ch + 1) * hw]
+                            .iter_mut()
+                            .zip(&xi[ch * hw..(ch + 1) * hw])
+                        {
+                            *g *= silu_grad((xv - mean) * rstd * gm + bt);
+                        }
+                    }
+                    through = v;
+                    &through[..]
+                } else {
+                    &grad[i * c * hw..(i + 1) * c * hw]
+                };
                 let (mut dg, mut db) = (vec![0f32; c], vec![0f32; c]);
                 // Per channel: Σ g and Σ g·x̂.
                 for ch in 0..c {
@@ -269,20 +251,43 @@ impl GroupNorm {
     }
 
     /// norm(x)·(1 + scale) + shift with scale and shift (b, c): the diffusion ResBlock's
-    /// scale-shift conditioning, folded into the affine.
+    /// scale-shift conditioning, folded into the affine; then SiLU when `silu`.
     pub fn forward_scale_shift(
         &self,
         xs: &Tensor,
         scale: &Tensor,
         shift: &Tensor,
+        silu: bool,
     ) -> candle::Result<Tensor> {
         let one_plus = (scale + 1.0)?;
         let gamma = one_plus.broadcast_mul(&self.weight.unsqueeze(0)?)?;
         let beta = (one_plus.broadcast_mul(&self.bias.unsqueeze(0)?)? + shift)?;
-        self.affine(xs, &gamma, &beta)
+        self.affine(xs, &gamma, &beta, silu)
     }
 
-    fn affine(&self, xs: &Tensor, gamma: &Tensor, beta: &Tensor) -> candle::Result<Tensor> {
+    /// silu(norm(x)): the GroupNorm → SiLU pair of the diffusion ResBlocks, fused.
+    pub fn forward_silu(&self, xs: &Tensor) -> candle::Result<Tensor> {
+        let (gamma, beta) = self.plain_affine(xs)?;
+        self.affine(xs, &gamma, &beta, true)
+    }
+
+    /// The layer's own affine as per-sample (b, c) tensors.
+    fn plain_affine(&self, xs: &Tensor) -> candle::Result<(Tensor, Tensor)> {
+        let b = xs.dim(0)?;
+        let c = self.weight.dim(0)?;
+        Ok((
+            self.weight.unsqueeze(0)?.broadcast_as((b, c))?,
+            self.bias.unsqueeze(0)?.broadcast_as((b, c))?,
+        ))
+    }
+
+    fn affine(
+        &self,
+        xs: &Tensor,
+        gamma: &Tensor,
+        beta: &Tensor,
+        silu: bool,
+    ) -> candle::Result<Tensor> {
         if fast_path(&[xs, gamma, beta]) {
             return xs.contiguous()?.apply_op3(
                 &gamma.contiguous()?,
@@ -290,6 +295,7 @@ impl GroupNorm {
                 GroupNormAffine {
                     groups: self.groups,
                     eps: self.eps,
+                    silu,
                 },
             );
         }
@@ -302,18 +308,21 @@ impl GroupNorm {
         let x = x
             .broadcast_div(&(var + self.eps)?.sqrt()?)?
             .reshape((b, c, h, w))?;
-        x.broadcast_mul(&gamma.reshape((b, c, 1, 1))?)?
-            .broadcast_add(&beta.reshape((b, c, 1, 1))?)
+        let y = x
+            .broadcast_mul(&gamma.reshape((b, c, 1, 1))?)?
+            .broadcast_add(&beta.reshape((b, c, 1, 1))?)?;
+        if silu {
+            y.silu()
+        } else {
+            Ok(y)
+        }
     }
 }
 
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
-        let b = xs.dim(0)?;
-        let c = self.weight.dim(0)?;
-        let gamma = self.weight.unsqueeze(0)?.broadcast_as((b, c))?;
-        let beta = self.bias.unsqueeze(0)?.broadcast_as((b, c))?;
-        self.affine(xs, &gamma, &beta)
+        let (gamma, beta) = self.plain_affine(xs)?;
+        self.affine(xs, &gamma, &beta, false)
     }
 }
 
@@ -366,15 +375,20 @@ mod tests {
                     groups,
                     eps: 1e-5,
                 };
-                let y = gn
-                    .forward_scale_shift(
-                        &f64s(x.as_tensor()),
-                        &f64s(scale.as_tensor()),
-                        &f64s(shift.as_tensor()),
-                    )
-                    .unwrap();
-                let y = (add_channel_bias(&y, &f64s(bias.as_tensor())).unwrap()
-                    + gn.forward(&f64s(x.as_tensor())).unwrap())
+                let (xv, sc, sh) = (
+                    f64s(x.as_tensor()),
+                    f64s(scale.as_tensor()),
+                    f64s(shift.as_tensor()),
+                );
+                let y = gn.forward_scale_shift(&xv, &sc, &sh, false).unwrap();
+                let y_silu = gn.forward_scale_shift(&xv, &sc, &sh, true).unwrap();
+                // Every variant in one loss, with different weights so none can cancel.
+                let y = (y
+                    .broadcast_mul(&f64s(&bias.as_tensor().reshape((1, c, 1, 1)).unwrap()))
+                    .unwrap()
+                    + gn.forward(&xv).unwrap()
+                    + (y_silu * 0.7).unwrap()
+                    + (gn.forward_silu(&xv).unwrap() * 1.3).unwrap())
                 .unwrap();
                 let loss = (y.to_dtype(DType::F32).unwrap() * &proj)
                     .unwrap()

@@ -81,15 +81,11 @@ impl ConvBlock {
     }
 }
 
-fn leaky_relu(xs: &Tensor, slope: f64) -> candle::Result<Tensor> {
-    // max(x, slope·x) == LeakyReLU for 0 < slope < 1.
-    xs.maximum(&(xs * slope)?)
-}
-
 impl Module for ConvBlock {
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
-        let xs = leaky_relu(&self.conv1.forward(xs)?, self.slope)?;
-        leaky_relu(&self.conv2.forward(&xs)?, self.slope)
+        // conv → LeakyReLU, twice (each a fused op).
+        let xs = self.conv1.forward_leaky(xs, self.slope)?;
+        self.conv2.forward_leaky(&xs, self.slope)
     }
 }
 
