@@ -1,7 +1,9 @@
-//! Bilinear ×2 upsampling with `align_corners=True` (PyTorch semantics) as two
-//! interpolation-matrix products, so candle's matmul backward gives its gradient.
+//! Bilinear ×2 upsampling with `align_corners=True` (PyTorch semantics): a direct CPU kernel
+//! with its adjoint as the backward (f32 on the CPU), else two interpolation-matrix products
+//! whose gradient candle's matmul backward gives.
 
-use candle::{Device, Tensor};
+use candle::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use rayon::prelude::*;
 
 /// Row-major `(n_out, n_in)` matrix of 1-D linear interpolation with aligned corners:
 /// output j samples input position `j·(n_in−1)/(n_out−1)`.
@@ -41,8 +43,117 @@ fn matrix(n_in: usize, n_out: usize, transposed: bool, dev: &Device) -> candle::
     }
 }
 
+/// Per output index: (i0, i1, weight of i1) of 1-D aligned-corner interpolation n → 2n.
+fn taps(n_in: usize) -> Vec<(usize, usize, f32)> {
+    let n_out = 2 * n_in;
+    (0..n_out)
+        .map(|j| {
+            if n_in == 1 {
+                return (0, 0, 0.0);
+            }
+            let src = j as f64 * (n_in - 1) as f64 / (n_out - 1) as f64;
+            let i0 = (src.floor() as usize).min(n_in - 1);
+            (i0, (i0 + 1).min(n_in - 1), (src - i0 as f64) as f32)
+        })
+        .collect()
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle::bail!("bilinear upsample: needs contiguous f32"),
+    }
+}
+
+/// (b, c, h, w) → (b, c, 2h, 2w), each plane in parallel: rows blended, then columns.
+#[derive(Debug, Clone, Copy)]
+struct Bilinear2x;
+
+impl CustomOp1 for Bilinear2x {
+    fn name(&self) -> &'static str {
+        "noiseda-bilinear2x"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c, h, w) = l.shape().dims4()?;
+        let x = f32_slice(s, l)?;
+        let (rows, cols) = (taps(h), taps(w));
+        let mut out = vec![0f32; b * c * 4 * h * w];
+        out.par_chunks_mut(4 * h * w)
+            .zip(x.par_chunks(h * w))
+            .for_each(|(o, p)| {
+                let mut tmp = vec![0f32; w];
+                for (j, &(i0, i1, f)) in rows.iter().enumerate() {
+                    let (r0, r1) = (&p[i0 * w..(i0 + 1) * w], &p[i1 * w..(i1 + 1) * w]);
+                    for ((t, &a), &b) in tmp.iter_mut().zip(r0).zip(r1) {
+                        *t = a + f * (b - a);
+                    }
+                    let orow = &mut o[j * 2 * w..(j + 1) * 2 * w];
+                    for (v, &(k0, k1, g)) in orow.iter_mut().zip(&cols) {
+                        *v = tmp[k0] + g * (tmp[k1] - tmp[k0]);
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, 2 * h, 2 * w))))
+    }
+
+    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> candle::Result<Option<Tensor>> {
+        let (_, _, h, w) = arg.dims4()?;
+        Ok(Some(
+            grad.contiguous()?
+                .apply_op1_no_bwd(&Bilinear2xAdjoint { h, w })?,
+        ))
+    }
+}
+
+/// The adjoint of [`Bilinear2x`]: (b, c, 2h, 2w) → (b, c, h, w).
+#[derive(Debug, Clone, Copy)]
+struct Bilinear2xAdjoint {
+    h: usize,
+    w: usize,
+}
+
+impl CustomOp1 for Bilinear2xAdjoint {
+    fn name(&self) -> &'static str {
+        "noiseda-bilinear2x-adjoint"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
+        let (b, c, _, _) = l.shape().dims4()?;
+        let (h, w) = (self.h, self.w);
+        let g = f32_slice(s, l)?;
+        let (rows, cols) = (taps(h), taps(w));
+        let mut out = vec![0f32; b * c * h * w];
+        out.par_chunks_mut(h * w)
+            .zip(g.par_chunks(4 * h * w))
+            .for_each(|(o, gp)| {
+                let mut tmp = vec![0f32; w];
+                for (j, &(i0, i1, f)) in rows.iter().enumerate() {
+                    tmp.fill(0.0);
+                    for (&v, &(k0, k1, gw)) in gp[j * 2 * w..(j + 1) * 2 * w].iter().zip(&cols) {
+                        tmp[k0] += v * (1.0 - gw);
+                        tmp[k1] += v * gw;
+                    }
+                    for (k, &t) in tmp.iter().enumerate() {
+                        o[i0 * w + k] += t * (1.0 - f);
+                        o[i1 * w + k] += t * f;
+                    }
+                }
+            });
+        Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
+    }
+}
+
 /// `F.interpolate(xs, scale_factor=2, mode="bilinear", align_corners=True)`.
 pub fn upsample_bilinear2x(xs: &Tensor) -> candle::Result<Tensor> {
+    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+        return xs.contiguous()?.apply_op1(Bilinear2x);
+    }
+    upsample_bilinear2x_matmul(xs)
+}
+
+/// The matrix-product form (any device and dtype).
+fn upsample_bilinear2x_matmul(xs: &Tensor) -> candle::Result<Tensor> {
     let (_b, _c, h, w) = xs.dims4()?;
     let dt = xs.dtype();
     let aw = matrix(w, 2 * w, true, xs.device())?.to_dtype(dt)?;
@@ -138,5 +249,33 @@ mod tests {
             );
         }
         let _ = D::Minus1;
+    }
+
+    #[test]
+    fn direct_kernel_matches_the_matrix_form_and_its_gradient() {
+        let dev = Device::Cpu;
+        for (b, c, h, w) in [(2, 3, 5, 7), (1, 2, 1, 4), (3, 4, 16, 9)] {
+            let x =
+                Var::from_tensor(&Tensor::randn(0f32, 1., (b, c, h, w), &dev).unwrap()).unwrap();
+            let proj = Tensor::randn(0f32, 1., (b, c, 2 * h, 2 * w), &dev).unwrap();
+            let fast = upsample_bilinear2x(x.as_tensor()).unwrap();
+            let slow = upsample_bilinear2x_matmul(x.as_tensor()).unwrap();
+            let diff = (&fast - &slow).unwrap().abs().unwrap().max_all().unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-5, "{b} {c} {h} {w}");
+            let grad = |y: Tensor| {
+                let g = (y * &proj).unwrap().sum_all().unwrap().backward().unwrap();
+                g.get(x.as_tensor()).unwrap().clone()
+            };
+            let d = (grad(fast) - grad(slow))
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(
+                d.to_scalar::<f32>().unwrap() < 1e-4,
+                "gradient {b} {c} {h} {w}"
+            );
+        }
     }
 }
