@@ -97,6 +97,25 @@ pub struct CaseTiming {
     pub max_ms: f64,
     pub runs_ms: Vec<f64>,
     pub peak_rss_mb: f64,
+    /// Resident set after the warm-up and after the last run: equal when nothing grows over
+    /// steps (run many steps with `--runs` to check).
+    #[serde(default)]
+    pub rss_after_warmup_mb: f64,
+    #[serde(default)]
+    pub rss_end_mb: f64,
+}
+
+/// Current resident set size of this process, MB (Linux /proc; NaN elsewhere).
+pub fn current_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|pages| {
+            // SAFETY: sysconf has no preconditions.
+            let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as f64;
+            pages * page / (1024.0 * 1024.0)
+        })
+        .unwrap_or(f64::NAN)
 }
 
 /// Peak resident set size of this process so far, MB.
@@ -111,17 +130,23 @@ pub fn peak_rss_mb() -> f64 {
     }
 }
 
-fn time_it(opts: &BenchOptions, mut f: impl FnMut() -> candle::Result<()>) -> Result<Vec<f64>> {
+/// Per-run milliseconds, and the RSS after the warm-up and at the end.
+fn time_it(
+    opts: &BenchOptions,
+    mut f: impl FnMut() -> candle::Result<()>,
+) -> Result<(Vec<f64>, f64, f64)> {
     for _ in 0..opts.warmup {
         f()?;
     }
-    (0..opts.runs)
+    let rss0 = current_rss_mb();
+    let times = (0..opts.runs)
         .map(|_| {
             let t0 = Instant::now();
             f()?;
             Ok(t0.elapsed().as_secs_f64() * 1e3)
         })
-        .collect()
+        .collect::<Result<Vec<_>>>()?;
+    Ok((times, rss0, current_rss_mb()))
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -146,7 +171,7 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
         lr: 1e-4,
         ..OptimizerSpec::default()
     };
-    let runs = match case {
+    let (runs, rss0, rss1) = match case {
         Case::TrainVanilla | Case::TrainJoint => {
             let joint = case == Case::TrainJoint;
             let arch = ArchConfig::preset("unet-t").expect("preset exists");
@@ -181,7 +206,7 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
             };
             let mut rng = crate::data::loader::step_rng(0, 0);
             let mut step_err = None;
-            let times = time_it(opts, || {
+            let timed = time_it(opts, || {
                 let out = objective.step(model.nets(), &batch, &mut rng)?;
                 let grads = out.loss.backward()?;
                 if let Err(e) = opt.step(&grads) {
@@ -192,7 +217,7 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
             if let Some(e) = step_err {
                 return Err(e);
             }
-            times
+            timed
         }
         Case::Restore512 | Case::Restore8x256 => {
             let arch = ArchConfig::preset("unet-s").expect("preset exists");
@@ -215,6 +240,8 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
         max_ms: runs.iter().copied().fold(0.0, f64::max),
         runs_ms: runs,
         peak_rss_mb: peak_rss_mb(),
+        rss_after_warmup_mb: rss0,
+        rss_end_mb: rss1,
     })
 }
 
@@ -226,7 +253,7 @@ pub fn matmul_peak_gflops() -> Result<f64> {
         runs: 5,
         threads: 0,
     };
-    let times = time_it(&opts, || m.matmul(&m).map(|_| ()))?;
+    let (times, _, _) = time_it(&opts, || m.matmul(&m).map(|_| ()))?;
     Ok(2.0 * 2048f64.powi(3) / (median(&times) / 1e3) / 1e9)
 }
 
@@ -362,6 +389,8 @@ pub struct Row {
     pub reference_ms: Option<f64>,
     pub ratio: Option<f64>,
     pub peak_rss_mb: f64,
+    pub rss_after_warmup_mb: f64,
+    pub rss_end_mb: f64,
     pub reference_peak_rss_mb: Option<f64>,
     pub gflop: f64,
     pub gflops: f64,
@@ -404,6 +433,8 @@ pub fn run(cases: &[Case], opts: &BenchOptions, reference: Option<&Reference>) -
             reference_ms: theirs.as_ref().map(|t| t.median_ms),
             ratio: theirs.as_ref().map(|t| ours.median_ms / t.median_ms),
             peak_rss_mb: ours.peak_rss_mb,
+            rss_after_warmup_mb: ours.rss_after_warmup_mb,
+            rss_end_mb: ours.rss_end_mb,
             reference_peak_rss_mb: theirs.as_ref().map(|t| t.peak_rss_mb),
             gflop,
             gflops,
@@ -430,12 +461,21 @@ pub fn table(r: &Report) -> String {
             .unwrap_or_default()
     );
     s += &format!(
-        "{:<15} {:>12} {:>17} {:>11} {:>7} {:>9} {:>8} {:>9}\n",
-        "case", "noiseda ms", "(min-max)", "PyTorch ms", "ratio", "GFLOP/s", "of peak", "RSS MB"
+        "{:<15} {:>12} {:>17} {:>11} {:>7} {:>9} {:>8} {:>9} {:>10} {:>10}\n",
+        "case",
+        "noiseda ms",
+        "(min-max)",
+        "PyTorch ms",
+        "ratio",
+        "GFLOP/s",
+        "of peak",
+        "RSS MB",
+        "torch RSS",
+        "RSS grew"
     );
     for c in &r.cases {
         s += &format!(
-            "{:<15} {:>12.1} {:>17} {:>11} {:>7} {:>9.1} {:>7.1}% {:>9.0}\n",
+            "{:<15} {:>12.1} {:>17} {:>11} {:>7} {:>9.1} {:>7.1}% {:>9.0} {:>10} {:>10.1}\n",
             c.name,
             c.noiseda_ms,
             format!("({:.0}-{:.0})", c.noiseda_min_ms, c.noiseda_max_ms),
@@ -447,7 +487,11 @@ pub fn table(r: &Report) -> String {
                 .unwrap_or_else(|| "-".into()),
             c.gflops,
             100.0 * c.peak_fraction,
-            c.peak_rss_mb
+            c.peak_rss_mb,
+            c.reference_peak_rss_mb
+                .map(|v| format!("{v:.0}"))
+                .unwrap_or_else(|| "-".into()),
+            c.rss_end_mb - c.rss_after_warmup_mb
         );
     }
     s
