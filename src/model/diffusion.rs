@@ -13,11 +13,11 @@
 
 use candle::{Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
-use rand::Rng;
+use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::norm::GroupNorm;
+use super::norm::{Dropout, GroupNorm};
 use super::{conv3x3, Conv2d};
 
 /// Diffusion U-Net hyper-parameters. Default = the official `diffusion-b`.
@@ -194,26 +194,6 @@ pub fn gamma_embedding(gammas: &Tensor, dim: usize) -> candle::Result<Tensor> {
     Tensor::cat(&[args.cos()?, args.sin()?], 1)
 }
 
-/// Dropout with a mask drawn from `rng` (inverted scaling); identity without an RNG.
-fn dropout(xs: &Tensor, p: f64, rng: Option<&mut ChaCha8Rng>) -> candle::Result<Tensor> {
-    let Some(rng) = rng else {
-        return Ok(xs.clone());
-    };
-    if p == 0.0 {
-        return Ok(xs.clone());
-    }
-    // One u32 draw per element against p·2³² (a bulk ChaCha fill: ~3× faster than an f64 each).
-    let keep = (1.0 / (1.0 - p)) as f32;
-    let threshold = (p * 4_294_967_296.0).min(u32::MAX as f64) as u32;
-    let mut bits = vec![0u32; xs.elem_count()];
-    rng.fill(&mut bits[..]);
-    let mask: Vec<f32> = bits
-        .iter()
-        .map(|&u| if u < threshold { 0.0 } else { keep })
-        .collect();
-    xs * Tensor::from_vec(mask, xs.dims(), xs.device())?
-}
-
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Resample {
     None,
@@ -296,11 +276,19 @@ impl ResBlock {
         let e = self.emb.forward(&emb.silu()?)?;
         let c = e.dim(1)? / 2;
         let (scale, shift) = (e.narrow(1, 0, c)?, e.narrow(1, c, c)?);
+        // 3. out_layers rest: SiLU → dropout (both fused into the norm) → conv. Training draws
+        //    the dropout mask's seed from `rng`.
+        let dropout = match rng {
+            Some(rng) if self.dropout > 0.0 => Some(Dropout {
+                p: self.dropout,
+                seed: rng.next_u64(),
+            }),
+            _ => None,
+        };
         let h = self
             .out_norm
-            .forward_scale_shift(&h, &scale, &shift, true)?;
-        // 3. out_layers rest: (SiLU, fused above) → dropout → conv
-        let h = self.out_conv.forward(&dropout(&h, self.dropout, rng)?)?;
+            .forward_scale_shift(&h, &scale, &shift, true, dropout)?;
+        let h = self.out_conv.forward(&h)?;
         let skip = match &self.skip {
             Some(conv) => conv.forward(&xs)?,
             None => xs,
@@ -632,29 +620,6 @@ mod tests {
             }
         }
         assert!(checked > 40, "checked {checked} elements");
-    }
-
-    #[test]
-    fn dropout_zeroes_a_fraction_p_and_keeps_the_mean() {
-        use rand::SeedableRng;
-        let ones = Tensor::ones((4, 8, 64, 64), DType::F32, &Device::Cpu).unwrap();
-        let mut rng = ChaCha8Rng::seed_from_u64(9);
-        let out = dropout(&ones, 0.2, Some(&mut rng)).unwrap();
-        let v = out.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        let zeros = v.iter().filter(|&&x| x == 0.0).count() as f64 / v.len() as f64;
-        let mean = v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
-        assert!((zeros - 0.2).abs() < 0.01, "{zeros}");
-        assert!((mean - 1.0).abs() < 0.02, "{mean}");
-        // Without an RNG (inference) it is the identity.
-        assert_eq!(
-            dropout(&ones, 0.2, None)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap(),
-            v.len() as f32
-        );
     }
 
     #[test]

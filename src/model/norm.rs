@@ -33,13 +33,40 @@ fn stats(x: &[f32], groups: usize, eps: f64) -> Vec<(f32, f32)> {
         .collect()
 }
 
-/// GroupNorm with per-sample affine, optionally followed by SiLU: x (b, c, h, w), gamma and
-/// beta (b, c).
+/// Inverted dropout fused after the activation. Its mask is regenerated from `seed` (sample i
+/// draws from ChaCha8 stream i) in the forward and in the backward, so no mask is stored and
+/// the draw is the same however the work is scheduled.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Dropout {
+    pub p: f64,
+    pub seed: u64,
+}
+
+impl Dropout {
+    /// Multipliers of sample `i`'s `n` values: 0 with probability p, else 1/(1 − p).
+    pub fn mask(&self, i: usize, n: usize) -> Vec<f32> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(i as u64);
+        let mut bits = vec![0u32; n];
+        rng.fill(&mut bits[..]);
+        // One u32 per value against p·2³².
+        let threshold = (self.p * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        bits.iter()
+            .map(|&u| if u < threshold { 0.0 } else { keep })
+            .collect()
+    }
+}
+
+/// GroupNorm with per-sample affine, optionally followed by SiLU and dropout: x (b, c, h, w),
+/// gamma and beta (b, c).
 #[derive(Debug, Clone, Copy)]
 struct GroupNormAffine {
     groups: usize,
     eps: f64,
     silu: bool,
+    dropout: Option<Dropout>,
 }
 
 fn silu(v: f32) -> f32 {
@@ -89,6 +116,11 @@ impl CustomOp3 for GroupNormAffine {
                         o.iter_mut().zip(xs).for_each(|(o, &x)| *o = x * a + k);
                     }
                 }
+                if let Some(d) = self.dropout {
+                    o.iter_mut()
+                        .zip(d.mask(i, c * hw))
+                        .for_each(|(o, m)| *o *= m);
+                }
             });
         Ok((CpuStorage::F32(out), Shape::from((b, c, h, w))))
     }
@@ -113,6 +145,7 @@ impl CustomOp3 for GroupNormAffine {
                 groups: self.groups,
                 eps: self.eps,
                 silu: self.silu,
+                dropout: self.dropout,
             },
         )?;
         let dx = packed.narrow(0, 0, n)?.reshape((b, c, h, w))?;
@@ -129,6 +162,7 @@ struct GroupNormBackward {
     groups: usize,
     eps: f64,
     silu: bool,
+    dropout: Option<Dropout>,
 }
 
 impl CustomOp3 for GroupNormBackward {
@@ -155,11 +189,16 @@ impl CustomOp3 for GroupNormBackward {
             .map(|i| {
                 let xi = &x[i * c * hw..(i + 1) * c * hw];
                 let st = stats(xi, self.groups, self.eps);
-                // Through the SiLU first: g·silu'(x̂·γ + β).
+                // Through the dropout and the SiLU first: g·mask·silu'(x̂·γ + β).
                 let through;
-                let gi = if self.silu {
+                let gi = if self.silu || self.dropout.is_some() {
                     let mut v = grad[i * c * hw..(i + 1) * c * hw].to_vec();
-                    for ch in 0..c {
+                    if let Some(d) = self.dropout {
+                        v.iter_mut()
+                            .zip(d.mask(i, c * hw))
+                            .for_each(|(g, m)| *g *= m);
+                    }
+                    for ch in (0..c).filter(|_| self.silu) {
                         let (mean, rstd) = st[ch / cg];
                         let (gm, bt) = (gamma[i * c + ch], beta[i * c + ch]);
                         for (g, &xv) in v[ch * hw..(ch + 1) * hw]
@@ -251,24 +290,26 @@ impl GroupNorm {
     }
 
     /// norm(x)·(1 + scale) + shift with scale and shift (b, c): the diffusion ResBlock's
-    /// scale-shift conditioning, folded into the affine; then SiLU when `silu`.
+    /// scale-shift conditioning, folded into the affine; then SiLU when `silu`, then
+    /// `dropout`.
     pub fn forward_scale_shift(
         &self,
         xs: &Tensor,
         scale: &Tensor,
         shift: &Tensor,
         silu: bool,
+        dropout: Option<Dropout>,
     ) -> candle::Result<Tensor> {
         let one_plus = (scale + 1.0)?;
         let gamma = one_plus.broadcast_mul(&self.weight.unsqueeze(0)?)?;
         let beta = (one_plus.broadcast_mul(&self.bias.unsqueeze(0)?)? + shift)?;
-        self.affine(xs, &gamma, &beta, silu)
+        self.affine(xs, &gamma, &beta, silu, dropout)
     }
 
     /// silu(norm(x)): the GroupNorm → SiLU pair of the diffusion ResBlocks, fused.
     pub fn forward_silu(&self, xs: &Tensor) -> candle::Result<Tensor> {
         let (gamma, beta) = self.plain_affine(xs)?;
-        self.affine(xs, &gamma, &beta, true)
+        self.affine(xs, &gamma, &beta, true, None)
     }
 
     /// The layer's own affine as per-sample (b, c) tensors.
@@ -287,6 +328,7 @@ impl GroupNorm {
         gamma: &Tensor,
         beta: &Tensor,
         silu: bool,
+        dropout: Option<Dropout>,
     ) -> candle::Result<Tensor> {
         if fast_path(&[xs, gamma, beta]) {
             return xs.contiguous()?.apply_op3(
@@ -296,6 +338,7 @@ impl GroupNorm {
                     groups: self.groups,
                     eps: self.eps,
                     silu,
+                    dropout,
                 },
             );
         }
@@ -311,10 +354,15 @@ impl GroupNorm {
         let y = x
             .broadcast_mul(&gamma.reshape((b, c, 1, 1))?)?
             .broadcast_add(&beta.reshape((b, c, 1, 1))?)?;
-        if silu {
-            y.silu()
-        } else {
-            Ok(y)
+        let y = if silu { y.silu()? } else { y };
+        match dropout {
+            Some(d) => {
+                let n = c * h * w;
+                let mask: Vec<f32> = (0..b).flat_map(|i| d.mask(i, n)).collect();
+                let mask = Tensor::from_vec(mask, (b, c, h, w), y.device())?.to_dtype(y.dtype())?;
+                y * mask
+            }
+            None => Ok(y),
         }
     }
 }
@@ -322,7 +370,7 @@ impl GroupNorm {
 impl Module for GroupNorm {
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
         let (gamma, beta) = self.plain_affine(xs)?;
-        self.affine(xs, &gamma, &beta, false)
+        self.affine(xs, &gamma, &beta, false, None)
     }
 }
 
@@ -335,6 +383,18 @@ mod tests {
         let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
         let m = b.abs().unwrap().max_all().unwrap();
         d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
+    }
+
+    #[test]
+    fn dropout_mask_drops_a_fraction_p_keeps_the_mean_and_repeats() {
+        let d = Dropout { p: 0.2, seed: 9 };
+        let m = d.mask(3, 100_000);
+        let zeros = m.iter().filter(|&&v| v == 0.0).count() as f64 / m.len() as f64;
+        let mean = m.iter().map(|&v| v as f64).sum::<f64>() / m.len() as f64;
+        assert!((zeros - 0.2).abs() < 0.01, "{zeros}");
+        assert!((mean - 1.0).abs() < 0.02, "{mean}");
+        assert_eq!(m, d.mask(3, 100_000));
+        assert_ne!(m, d.mask(4, 100_000));
     }
 
     /// The fused ops against the candle-op reference path (f64), values and every gradient.
@@ -380,8 +440,9 @@ mod tests {
                     f64s(scale.as_tensor()),
                     f64s(shift.as_tensor()),
                 );
-                let y = gn.forward_scale_shift(&xv, &sc, &sh, false).unwrap();
-                let y_silu = gn.forward_scale_shift(&xv, &sc, &sh, true).unwrap();
+                let y = gn.forward_scale_shift(&xv, &sc, &sh, false, None).unwrap();
+                let drop = Some(Dropout { p: 0.3, seed: 5 });
+                let y_silu = gn.forward_scale_shift(&xv, &sc, &sh, true, drop).unwrap();
                 // Every variant in one loss, with different weights so none can cancel.
                 let y = (y
                     .broadcast_mul(&f64s(&bias.as_tensor().reshape((1, c, 1, 1)).unwrap()))
