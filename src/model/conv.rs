@@ -1,6 +1,7 @@
-//! Fast CPU convolution: stride-1 "same" conv2d forward and both backward passes as candle
-//! CustomOps (im2col in row chunks + the gemm crate's AVX-512 kernel, parallel over images and
-//! chunks), and the `Conv2d` layer the nets use (candle's own conv2d off the CPU or off f32).
+//! Fast CPU convolution: stride-1 "same" conv2d + bias (+ LeakyReLU) forward and both backward
+//! passes as candle CustomOps (im2col in row chunks + the gemm crate's AVX-512 kernel, parallel
+//! over images and chunks), and the `Conv2d` layer the nets use (candle's ops off the CPU or
+//! off f32).
 
 use candle::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
@@ -559,7 +560,7 @@ pub struct Conv2d {
 }
 
 impl Conv2d {
-    /// Kaiming-uniform init hints as candle_nn's conv2d (the trainer re-initialises anyway).
+    /// Kaiming-normal weight and uniform bias hints (the trainer re-initialises anyway).
     pub fn new(
         vb: VarBuilder,
         c_in: usize,

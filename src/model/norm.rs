@@ -1,5 +1,5 @@
-//! Fused CPU GroupNorm: per-sample affine (the diffusion net's scale-shift folds into it) and
-//! an optional SiLU, with an analytic backward. candle's generic version spends much of a joint
+//! Fused CPU GroupNorm: per-sample affine (the diffusion net's scale-shift folds into it), an
+//! optional SiLU and dropout, with an analytic backward. candle's generic version spends much of a joint
 //! step in many-pass elementwise ops and strided multi-axis reductions of broadcast gradients.
 
 use candle::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor};
