@@ -1,0 +1,49 @@
+//! `noiseda bench` end to end: the parent spawns one child process per case and prints the
+//! JSON report scripts read; unknown cases are refused by name.
+
+use std::process::Command;
+
+#[test]
+fn bench_json_report_has_the_documented_fields() {
+    let out = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args([
+            "bench",
+            "--cases",
+            "train-vanilla",
+            "--warmup",
+            "0",
+            "--runs",
+            "2",
+            "--threads",
+            "2",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["matmul_peak_gflops"].as_f64().unwrap() > 1.0);
+    let cases = v["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 1);
+    let c = &cases[0];
+    assert_eq!(c["name"], "train-vanilla");
+    assert!(c["noiseda_ms"].as_f64().unwrap() > 0.0);
+    assert!(c["peak_rss_mb"].as_f64().unwrap() > 10.0, "{c}");
+    // Without --compare there is no reference: the keys are there, null.
+    assert!(c["reference_ms"].is_null() && c["ratio"].is_null(), "{c}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args(["bench", "--cases", "train-fastest"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("train-fastest") && err.contains("restore-8x256"),
+        "{err}"
+    );
+}
