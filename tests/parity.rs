@@ -38,7 +38,7 @@ fn fixture_path() -> PathBuf {
 
 fn arch() -> ArchConfig {
     ArchConfig::UNet(UNetConfig {
-        width: 8,
+        width: 4,
         depth: 4,
         slope: 0.2,
     })
@@ -46,11 +46,45 @@ fn arch() -> ArchConfig {
 
 fn diffusion_config() -> DiffusionConfig {
     DiffusionConfig {
-        channels: vec![16, 16, 32, 32],
+        channels: vec![16, 32],
         res_blocks: 1,
         attention: true,
         dropout: 0.0,
     }
+}
+
+/// splitmix64 finaliser.
+fn splitmix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58476D1CE4E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D049BB133111EB);
+    z ^ (z >> 31)
+}
+
+/// The fixture's fixed weights, bit for bit as `fixture_weight` in make_parity_fixture.py:
+/// values in [-1, 1) on a 2^-23 grid from splitmix64(fnv1a(name) + k·φ), scaled per kind
+/// (conv/linear weights variance 1/fan_in, biases ±0.05, norm scales 1 ± 0.1) in f64.
+fn fixture_weight(name: &str, dims: &[usize]) -> Tensor {
+    let seed = name.bytes().fold(0xCBF29CE484222325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100000001B3)
+    });
+    let n: usize = dims.iter().product();
+    let scale = |u: f64| -> f64 {
+        if name.ends_with(".weight") && dims.len() >= 2 {
+            u * (3.0 / (n / dims[0]) as f64).sqrt()
+        } else if name.ends_with(".weight") {
+            1.0 + 0.1 * u
+        } else {
+            assert!(name.ends_with(".bias"), "unexpected parameter {name}");
+            0.05 * u
+        }
+    };
+    let values: Vec<f32> = (0..n as u64)
+        .map(|k| {
+            let z = splitmix(seed.wrapping_add(k.wrapping_mul(0x9E3779B97F4A7C15)));
+            scale((z >> 40) as f64 / (1u64 << 23) as f64 - 1.0) as f32
+        })
+        .collect();
+    Tensor::from_vec(values, dims, &Device::Cpu).expect("weight shape")
 }
 
 /// The fixture's inputs and reference values, and a model holding the fixture's weights.
@@ -71,22 +105,18 @@ impl Fixture {
             );
             return None;
         }
-        let mut tensors =
+        let tensors =
             candle::safetensors::load(&path, &Device::Cpu).expect("read the parity fixture");
-        let weight_names: Vec<String> = tensors
-            .keys()
-            .filter(|k| k.starts_with("restorer.") || k.starts_with("diffusion."))
-            .cloned()
-            .collect();
-        let weights: HashMap<String, Tensor> = weight_names
-            .into_iter()
-            .map(|k| {
-                let t = tensors.remove(&k).expect("key listed above");
-                (k, t)
-            })
-            .collect();
         let model = Model::new(&arch(), Some(&diffusion_config()), 0, &Device::Cpu)
             .expect("build the parity model");
+        let weights: HashMap<String, Tensor> = model
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| {
+                let w = fixture_weight(&name, t.dims());
+                (name, w)
+            })
+            .collect();
         model
             .load_tensors(weights)
             .expect("fixture weights name and shape every model variable");
