@@ -103,36 +103,24 @@ fn dataset_layouts_are_discovered() {
     assert!(err.contains("ambiguous"), "{err}");
 }
 
+/// The tiny vanilla job as a deraining job: rain on the clean photos, a dataset root as the
+/// validation set.
 fn derain_spec(clean: &Path, val: &Path, steps: u64) -> JobSpec {
-    let text = format!(
-        r#"
-name = "tiny-derain"
-task = "derain"
-seed = 3
-steps = {steps}
-[restorer]
-arch = "unet"
-width = 8
-depth = 3
-[data]
-patch = 32
-batch = 2
-prefetch = 2
-[data.synthetic]
-clean = "{}"
-degradation = {{ kind = "rain", density = [0.01, 0.02] }}
-[data.val]
-root = "{}"
-[optimizer]
-lr = 1e-3
-[checkpoint]
-every = 0
-keep_last = 0
-"#,
-        clean.display(),
-        val.display()
+    let mut spec = common::tiny_spec(clean, steps, 0);
+    spec.name = "tiny-derain".into();
+    spec.task = Task::Derain;
+    spec.data.synthetic.degradation = Some(
+        toml::from_str::<toml::Value>("kind = \"rain\"\ndensity = [0.01, 0.02]")
+            .unwrap()
+            .try_into()
+            .unwrap(),
     );
-    let spec = JobSpec::from_toml(&text).unwrap();
+    spec.data.val = Some(noiseda::config::PairedSpec {
+        lq: None,
+        gt: None,
+        root: Some(val.to_path_buf()),
+        max_images: 0,
+    });
     spec.validate().unwrap();
     spec
 }

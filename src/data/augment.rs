@@ -70,15 +70,21 @@ pub fn dihedral(img: &Image, k: u8) -> Image {
     }
 }
 
+/// A value uniform in [lo, hi] (lo itself when the range is empty): how every recipe draws
+/// its per-image parameters.
+pub fn draw(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
+    if hi > lo {
+        rng.gen_range(lo..=hi)
+    } else {
+        lo
+    }
+}
+
 /// Applies a degradation in place (AWGN: σ ~ U(range)/255 per image, not clipped).
 pub fn degrade(rng: &mut impl Rng, img: &mut Image, how: &Degradation) {
     match how {
-        Degradation::Awgn { sigma: [lo, hi] } => {
-            let sigma = if hi > lo {
-                rng.gen_range(*lo..=*hi)
-            } else {
-                *lo
-            };
+        Degradation::Awgn { sigma } => {
+            let sigma = draw(rng, *sigma);
             add_gaussian(rng, img, sigma / 255.0);
         }
         Degradation::Camera(cam) => *img = cam.apply(rng, img),

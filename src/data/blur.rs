@@ -5,7 +5,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::augment::add_gaussian;
+use super::augment::{add_gaussian, draw};
 use super::Image;
 use crate::config::range_ok;
 
@@ -181,14 +181,6 @@ impl Kernel {
             height: img.height,
             data: out,
         }
-    }
-}
-
-fn draw(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
-    if hi > lo {
-        rng.gen_range(lo..=hi)
-    } else {
-        lo
     }
 }
 

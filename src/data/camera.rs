@@ -7,6 +7,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
+use super::augment::draw;
 use super::Image;
 
 /// Ranges the pipeline draws its parameters from (uniformly, once per image).
@@ -54,14 +55,6 @@ fn bayer(x: usize, y: usize) -> usize {
         (0, 0) => 0,
         (1, 1) => 2,
         _ => 1,
-    }
-}
-
-fn draw(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
-    if hi > lo {
-        rng.gen_range(lo..=hi)
-    } else {
-        lo
     }
 }
 

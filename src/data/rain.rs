@@ -5,6 +5,7 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use super::augment::draw;
 use super::Image;
 use crate::config::range_ok;
 
@@ -54,14 +55,6 @@ impl Default for RainStreaks {
             blur: default_blur(),
             intensity: default_intensity(),
         }
-    }
-}
-
-fn draw(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
-    if hi > lo {
-        rng.gen_range(lo..=hi)
-    } else {
-        lo
     }
 }
 

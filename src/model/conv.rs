@@ -6,6 +6,8 @@
 use candle::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use gemm::Parallelism;
+
+use super::{cpu_f32, on_cpu_f32};
 use rayon::prelude::*;
 
 /// Columns of one im2col chunk: enough positions to feed the GEMM, small enough to stay in
@@ -174,22 +176,23 @@ fn with_cols<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     })
 }
 
+/// GEMM threading of the backward ops, which run one image per rayon task: single-threaded
+/// GEMMs when there are enough images to keep every thread busy, else parallel ones.
+fn gemm_parallelism(images: usize) -> Parallelism {
+    let threads = rayon::current_num_threads();
+    if images >= threads {
+        Parallelism::None
+    } else {
+        Parallelism::Rayon(threads)
+    }
+}
+
 /// A raw pointer that rayon tasks writing disjoint regions may share.
 #[derive(Clone, Copy)]
 struct SyncPtr(*mut f32);
 // SAFETY: every task writes a disjoint region (one image's chunk of output rows).
 unsafe impl Send for SyncPtr {}
 unsafe impl Sync for SyncPtr {}
-
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle::bail!("{what}: fast conv2d takes f32")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("{what}: fast conv2d needs a contiguous tensor"),
-    }
-}
 
 /// Forward: act(x (b, c_in, h, w) ⊛ w (c_out, c_in, k, k) + bias (c_out)) → (b, c_out, h, w),
 /// act = LeakyReLU(slope) or identity. The bias seeds the GEMM's accumulator and the
@@ -231,8 +234,8 @@ impl CustomOp3 for ConvForward {
             w,
             k,
         };
-        let (x, wt) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "kernel")?);
-        let bias = f32_slice(s3, l3, "bias")?;
+        let (x, wt) = (cpu_f32(s1, l1, "input")?, cpu_f32(s2, l2, "kernel")?);
+        let bias = cpu_f32(s3, l3, "bias")?;
         let mut out = vec![0f32; b * c_out * h * w];
         let ptr = SyncPtr(out.as_mut_ptr());
         let kd = g.kdim();
@@ -334,7 +337,7 @@ impl CustomOp2 for LeakyGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
-        let (g, out) = (f32_slice(s1, l1, "grad")?, f32_slice(s2, l2, "output")?);
+        let (g, out) = (cpu_f32(s1, l1, "grad")?, cpu_f32(s2, l2, "output")?);
         let slope = self.slope;
         let mut d = vec![0f32; g.len()];
         d.par_chunks_mut(1 << 14)
@@ -381,16 +384,12 @@ impl CustomOp2 for ConvBackwardInput {
             w,
             k,
         };
-        let (gr, wt) = (f32_slice(s1, l1, "grad")?, f32_slice(s2, l2, "kernel")?);
+        let (gr, wt) = (cpu_f32(s1, l1, "grad")?, cpu_f32(s2, l2, "kernel")?);
         let kd = g.kdim();
         let mut dx = vec![0f32; b * c_in * h * w];
         // Parallel over images (col2im of neighbouring chunks overlaps); each image's chunks
         // in turn, the GEMM itself parallel when there are fewer images than threads.
-        let par = if b >= rayon::current_num_threads() {
-            Parallelism::None
-        } else {
-            Parallelism::Rayon(rayon::current_num_threads())
-        };
+        let par = gemm_parallelism(b);
         dx.par_chunks_mut(c_in * h * w)
             .enumerate()
             .for_each(|(i, dxi)| {
@@ -465,15 +464,11 @@ impl CustomOp2 for ConvBackwardKernel {
             w,
             k,
         };
-        let (x, gr) = (f32_slice(s1, l1, "input")?, f32_slice(s2, l2, "grad")?);
+        let (x, gr) = (cpu_f32(s1, l1, "input")?, cpu_f32(s2, l2, "grad")?);
         let kd = g.kdim();
         // One partial dW = Σ_chunks grad_chunk · colsᵀ per image, in parallel, then summed in
         // image order: the result does not depend on how rayon schedules (exact resume).
-        let par = if b >= rayon::current_num_threads() {
-            Parallelism::None
-        } else {
-            Parallelism::Rayon(rayon::current_num_threads())
-        };
+        let par = gemm_parallelism(b);
         let partials: Vec<Vec<f32>> = (0..b)
             .into_par_iter()
             .map(|i| {
@@ -524,7 +519,7 @@ pub fn conv2d_same(
     slope: Option<f64>,
 ) -> candle::Result<Tensor> {
     let c_out = w.dim(0)?;
-    if xs.device().is_cpu() && xs.dtype() == DType::F32 && w.dtype() == DType::F32 {
+    if on_cpu_f32(&[xs, w]) {
         let zeros;
         let bias = match bias {
             Some(b) => b.contiguous()?,
@@ -610,13 +605,8 @@ impl Module for Conv2d {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::max_rel;
     use candle::{Device, Var};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap();
-        d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
-    }
 
     /// Forward and every gradient against candle's ops (conv2d, bias broadcast, LeakyReLU as
     /// a maximum) on odd sizes, 1×1, 3×3 and 5×5, batches below and above the thread count, a

@@ -209,6 +209,34 @@ pub fn parameter_count(cfg: &ArchConfig) -> Result<u64> {
         .sum())
 }
 
+/// The contiguous f32 data of a CPU storage, for the fused CPU kernels (conv, norm,
+/// upsample); `what` names the operand in the error.
+pub(crate) fn cpu_f32<'a>(
+    s: &'a candle::CpuStorage,
+    l: &candle::Layout,
+    what: &str,
+) -> candle::Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle::CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
+        _ => candle::bail!("{what}: the fused CPU kernels take contiguous f32"),
+    }
+}
+
+/// Whether every tensor can take the fused CPU kernels (f32 on the CPU); others use candle's
+/// own ops.
+pub(crate) fn on_cpu_f32(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
+}
+
+/// max |a − b| / max |b|, for the kernels' tests.
+#[cfg(test)]
+pub(crate) fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
+    let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+    let m = b.abs().unwrap().max_all().unwrap();
+    d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
+}
+
 /// A 3×3 convolution with bias and padding 1 (the fast CPU kernel, see [`conv`]).
 pub(crate) fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<Conv2d> {
     Conv2d::new(vb, cin, cout, 3, true)

@@ -2,24 +2,11 @@
 //! optional SiLU and dropout, with an analytic backward. candle's generic version spends much of a joint
 //! step in many-pass elementwise ops and strided multi-axis reductions of broadcast gradients.
 
-use candle::{CpuStorage, CustomOp3, DType, Layout, Module, Shape, Tensor};
+use candle::{CpuStorage, CustomOp3, Layout, Module, Shape, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle::Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        candle::bail!("{what}: fused op takes f32")
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle::bail!("{what}: fused op needs a contiguous tensor"),
-    }
-}
-
-fn fast_path(ts: &[&Tensor]) -> bool {
-    ts.iter()
-        .all(|t| t.device().is_cpu() && t.dtype() == DType::F32)
-}
+use super::{cpu_f32, on_cpu_f32};
 
 /// Group statistics of one sample: mean and 1/sqrt(var + eps) per group.
 fn stats(x: &[f32], groups: usize, eps: f64) -> Vec<(f32, f32)> {
@@ -94,8 +81,8 @@ impl CustomOp3 for GroupNormAffine {
         l3: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
-        let x = f32_slice(s1, l1, "input")?;
-        let (gamma, beta) = (f32_slice(s2, l2, "gamma")?, f32_slice(s3, l3, "beta")?);
+        let x = cpu_f32(s1, l1, "input")?;
+        let (gamma, beta) = (cpu_f32(s2, l2, "gamma")?, cpu_f32(s3, l3, "beta")?);
         let (hw, cg) = (h * w, c / self.groups);
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(c * hw)
@@ -180,8 +167,8 @@ impl CustomOp3 for GroupNormBackward {
         l3: &Layout,
     ) -> candle::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l1.shape().dims4()?;
-        let x = f32_slice(s1, l1, "input")?;
-        let (gb, grad) = (f32_slice(s2, l2, "gamma")?, f32_slice(s3, l3, "grad")?);
+        let x = cpu_f32(s1, l1, "input")?;
+        let (gb, grad) = (cpu_f32(s2, l2, "gamma")?, cpu_f32(s3, l3, "grad")?);
         let (gamma, beta) = gb.split_at(b * c);
         let (hw, cg) = (h * w, c / self.groups);
         let per: Vec<(Vec<f32>, Vec<f32>, Vec<f32>)> = (0..b)
@@ -330,7 +317,7 @@ impl GroupNorm {
         silu: bool,
         dropout: Option<Dropout>,
     ) -> candle::Result<Tensor> {
-        if fast_path(&[xs, gamma, beta]) {
+        if on_cpu_f32(&[xs, gamma, beta]) {
             return xs.contiguous()?.apply_op3(
                 &gamma.contiguous()?,
                 &beta.contiguous()?,
@@ -377,13 +364,8 @@ impl Module for GroupNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle::{Device, Var};
-
-    fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
-        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
-        let m = b.abs().unwrap().max_all().unwrap();
-        d.to_scalar::<f32>().unwrap() / m.to_scalar::<f32>().unwrap().max(1e-6)
-    }
+    use crate::model::max_rel;
+    use candle::{DType, Device, Var};
 
     #[test]
     fn dropout_mask_drops_a_fraction_p_keeps_the_mean_and_repeats() {

@@ -2,8 +2,10 @@
 //! with its adjoint as the backward (f32 on the CPU), else two interpolation-matrix products
 //! whose gradient candle's matmul backward gives.
 
-use candle::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
+use candle::{CpuStorage, CustomOp1, Device, Layout, Shape, Tensor};
 use rayon::prelude::*;
+
+use super::{cpu_f32, on_cpu_f32};
 
 /// Row-major `(n_out, n_in)` matrix of 1-D linear interpolation with aligned corners:
 /// output j samples input position `j·(n_in−1)/(n_out−1)`.
@@ -58,13 +60,6 @@ fn taps(n_in: usize) -> Vec<(usize, usize, f32)> {
         .collect()
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout) -> candle::Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (CpuStorage::F32(v), Some((a, b))) => Ok(&v[a..b]),
-        _ => candle::bail!("bilinear upsample: needs contiguous f32"),
-    }
-}
-
 /// (b, c, h, w) → (b, c, 2h, 2w), each plane in parallel: rows blended, then columns.
 #[derive(Debug, Clone, Copy)]
 struct Bilinear2x;
@@ -76,7 +71,7 @@ impl CustomOp1 for Bilinear2x {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
         let (b, c, h, w) = l.shape().dims4()?;
-        let x = f32_slice(s, l)?;
+        let x = cpu_f32(s, l, "bilinear upsample")?;
         let (rows, cols) = (taps(h), taps(w));
         let mut out = vec![0f32; b * c * 4 * h * w];
         out.par_chunks_mut(4 * h * w)
@@ -121,7 +116,7 @@ impl CustomOp1 for Bilinear2xAdjoint {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle::Result<(CpuStorage, Shape)> {
         let (b, c, _, _) = l.shape().dims4()?;
         let (h, w) = (self.h, self.w);
-        let g = f32_slice(s, l)?;
+        let g = cpu_f32(s, l, "bilinear upsample")?;
         let (rows, cols) = (taps(h), taps(w));
         let mut out = vec![0f32; b * c * h * w];
         out.par_chunks_mut(h * w)
@@ -146,7 +141,7 @@ impl CustomOp1 for Bilinear2xAdjoint {
 
 /// `F.interpolate(xs, scale_factor=2, mode="bilinear", align_corners=True)`.
 pub fn upsample_bilinear2x(xs: &Tensor) -> candle::Result<Tensor> {
-    if xs.device().is_cpu() && xs.dtype() == DType::F32 {
+    if on_cpu_f32(&[xs]) {
         return xs.contiguous()?.apply_op1(Bilinear2x);
     }
     upsample_bilinear2x_matmul(xs)
