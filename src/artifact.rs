@@ -35,6 +35,9 @@ pub struct Manifest {
     pub step: u64,
     pub metrics: BTreeMap<String, f64>,
     pub source_spec: Option<JobSpec>,
+    /// The training job (id) the weights came from, when a server exported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_job: Option<String>,
     pub noiseda_version: String,
     pub created_unix: u64,
 }
@@ -48,6 +51,7 @@ pub struct ExportInfo {
     pub step: u64,
     pub metrics: BTreeMap<String, f64>,
     pub source_spec: Option<JobSpec>,
+    pub source_job: Option<String>,
 }
 
 fn sha256_file(path: &Path) -> Result<String> {
@@ -91,6 +95,7 @@ pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -
         step: info.step,
         metrics: info.metrics,
         source_spec: info.source_spec,
+        source_job: info.source_job,
         noiseda_version: env!("CARGO_PKG_VERSION").to_string(),
         created_unix: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -640,8 +640,38 @@ impl JobSpec {
         toml::to_string_pretty(self).expect("a JobSpec always serialises. This is a bug.")
     }
 
-    /// Makes relative data paths relative to the spec file's folder.
-    fn resolve_paths(&mut self, base: &Path) {
+    /// Data paths of the spec that do not exist, each an [`Error::Config`] naming its key.
+    pub fn missing_paths(&self) -> Vec<Error> {
+        let d = &self.data;
+        let s = &d.synthetic;
+        let v = d.val.as_ref();
+        let paths = [
+            ("data.synthetic.clean", s.clean.as_ref()),
+            ("data.synthetic.lq", s.lq.as_ref()),
+            ("data.synthetic.gt", s.gt.as_ref()),
+            ("data.synthetic.root", s.root.as_ref()),
+            ("data.real.dir", d.real.as_ref().map(|r| &r.dir)),
+            ("data.unpaired.dir", d.unpaired.as_ref().map(|r| &r.dir)),
+            ("data.val.lq", v.and_then(|v| v.lq.as_ref())),
+            ("data.val.gt", v.and_then(|v| v.gt.as_ref())),
+            ("data.val.root", v.and_then(|v| v.root.as_ref())),
+        ];
+        paths
+            .into_iter()
+            .filter_map(|(key, p)| {
+                let p = p?;
+                (!p.exists()).then(|| {
+                    Error::config(
+                        key,
+                        format!("{} does not exist on this machine", p.display()),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Makes relative data paths relative to `base` (the spec file's folder).
+    pub fn resolve_paths(&mut self, base: &Path) {
         let fix = |p: &mut PathBuf| {
             if p.is_relative() {
                 *p = base.join(&*p);
@@ -667,39 +697,50 @@ impl JobSpec {
         }
     }
 
-    /// Checks every value once; errors name the key.
+    /// Checks every value once; the error names the key (or, when several values are
+    /// wrong, lists every one of them).
     pub fn validate(&self) -> Result<()> {
+        Error::from_problems(self.problems())
+    }
+
+    /// Every invalid value, each as an [`Error::Config`] naming its key.
+    pub fn problems(&self) -> Vec<Error> {
+        let mut bad = Vec::new();
         if self.name.trim().is_empty() {
-            return Err(Error::config("name", "must not be empty"));
+            bad.push(Error::config("name", "must not be empty"));
         }
         if self.steps == 0 {
-            return Err(Error::config("steps", "must be at least 1"));
+            bad.push(Error::config("steps", "must be at least 1"));
         }
-        crate::device::parse(&self.device).map_err(|e| Error::config("device", e.to_string()))?;
-        self.restorer.resolve()?;
+        if let Err(e) = crate::device::parse(&self.device) {
+            bad.push(Error::config("device", e.to_string()));
+        }
+        if let Err(e) = self.restorer.resolve() {
+            bad.push(e);
+        }
         let d = &self.data;
         if d.patch < 8 || !d.patch.is_multiple_of(8) {
-            return Err(Error::config(
+            bad.push(Error::config(
                 "data.patch",
                 format!("must be a positive multiple of 8, got {}", d.patch),
             ));
         }
         if d.batch == 0 {
-            return Err(Error::config("data.batch", "must be at least 1"));
+            bad.push(Error::config("data.batch", "must be at least 1"));
         }
         if d.prefetch == 0 {
-            return Err(Error::config("data.prefetch", "must be at least 1"));
+            bad.push(Error::config("data.prefetch", "must be at least 1"));
         }
         let s = &d.synthetic;
         match (&s.clean, &s.lq, &s.gt, &s.root) {
             (Some(_), None, None, None) => match &s.degradation {
-                None => return Err(Error::config(
+                None => bad.push(Error::config(
                     "data.synthetic.degradation",
                     "a clean folder needs a degradation, e.g. { kind = \"awgn\", sigma = [0, 50] }",
                 )),
                 Some(Degradation::Awgn { sigma: [lo, hi] }) => {
                     if !(lo.is_finite() && hi.is_finite()) || *lo < 0.0 || lo > hi {
-                        return Err(Error::config(
+                        bad.push(Error::config(
                             "data.synthetic.degradation.sigma",
                             format!("must be [low, high] with 0 <= low <= high, got [{lo}, {hi}]"),
                         ));
@@ -707,35 +748,39 @@ impl JobSpec {
                 }
                 Some(Degradation::Camera(c)) => {
                     if !range_ok(c.shot) || !range_ok(c.read) {
-                        return Err(Error::config(
+                        bad.push(Error::config(
                             "data.synthetic.degradation",
                             "camera `shot` and `read` must be [low, high] with 0 <= low <= high",
                         ));
                     }
                     if c.jpeg[0] == 0 || c.jpeg[0] > c.jpeg[1] || c.jpeg[1] > 100 {
-                        return Err(Error::config(
+                        bad.push(Error::config(
                             "data.synthetic.degradation.jpeg",
                             "must be [low, high] qualities with 1 <= low <= high <= 100",
                         ));
                     }
                 }
-                Some(Degradation::Rain(r)) => r
-                    .validate()
-                    .map_err(|(k, m)| Error::config(format!("data.synthetic.degradation.{k}"), m))?,
-                Some(Degradation::Blur(b)) => b
-                    .validate()
-                    .map_err(|(k, m)| Error::config(format!("data.synthetic.degradation.{k}"), m))?,
+                Some(Degradation::Rain(r)) => {
+                    if let Err((k, m)) = r.validate() {
+                        bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
+                    }
+                }
+                Some(Degradation::Blur(b)) => {
+                    if let Err((k, m)) = b.validate() {
+                        bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
+                    }
+                }
             },
             (None, Some(_), Some(_), None) | (None, None, None, Some(_)) => {
                 if s.degradation.is_some() {
-                    return Err(Error::config(
+                    bad.push(Error::config(
                         "data.synthetic.degradation",
                         "only applies to `clean`; paired folders are already degraded",
                     ));
                 }
             }
             _ => {
-                return Err(Error::config(
+                bad.push(Error::config(
                     "data.synthetic",
                     "give one of: `clean` (+ `degradation`), both `lq` and `gt`, or a paired dataset `root`",
                 ))
@@ -746,28 +791,34 @@ impl JobSpec {
                 (&v.lq, &v.gt, &v.root),
                 (Some(_), Some(_), None) | (None, None, Some(_))
             ) {
-                return Err(Error::config(
+                bad.push(Error::config(
                     "data.val",
                     "give both `lq` and `gt`, or a paired dataset `root`",
                 ));
             }
         }
         if self.method.uses_diffusion() {
-            let cfg = self.diffusion.resolve()?;
+            let cfg = match self.diffusion.resolve() {
+                Ok(cfg) => Some(cfg),
+                Err(e) => {
+                    bad.push(e);
+                    None
+                }
+            };
             if d.real.is_none() {
-                return Err(Error::config(
+                bad.push(Error::config(
                     "data.real",
                     "the adaptation methods need unlabeled real images: [data.real] dir = ...",
                 ));
             }
             if self.method == Method::NoiseDaUnpaired && d.unpaired.is_none() {
-                return Err(Error::config(
+                bad.push(Error::config(
                     "data.unpaired",
                     "noise-da-unpaired needs a folder of unpaired clean images: [data.unpaired] dir = ...",
                 ));
             }
-            if !d.patch.is_multiple_of(cfg.multiple()) {
-                return Err(Error::config(
+            if let Some(cfg) = cfg.filter(|c| !d.patch.is_multiple_of(c.multiple())) {
+                bad.push(Error::config(
                     "data.patch",
                     format!(
                         "must be a multiple of {} for this diffusion net",
@@ -777,11 +828,11 @@ impl JobSpec {
             }
             let ds = &self.diffusion;
             if ds.timesteps < 2 {
-                return Err(Error::config("diffusion.timesteps", "must be at least 2"));
+                bad.push(Error::config("diffusion.timesteps", "must be at least 2"));
             }
             let [b0, b1] = ds.beta;
             if !(b0.is_finite() && b1.is_finite() && 0.0 < b0 && b0 <= b1 && b1 < 1.0) {
-                return Err(Error::config(
+                bad.push(Error::config(
                     "diffusion.beta",
                     format!("must satisfy 0 < lo <= hi < 1, got [{b0}, {b1}]"),
                 ));
@@ -789,7 +840,7 @@ impl JobSpec {
             let l = &self.loss;
             let [t0, t1] = l.t_range;
             if !(1 <= t0 && t0 <= t1 && t1 < ds.timesteps) {
-                return Err(Error::config(
+                bad.push(Error::config(
                     "loss.t_range",
                     format!(
                         "must satisfy 1 <= lo <= hi < diffusion.timesteps ({}), got [{t0}, {t1}]",
@@ -798,62 +849,62 @@ impl JobSpec {
                 ));
             }
             if !l.diffusion_weight.is_finite() || l.diffusion_weight < 0.0 {
-                return Err(Error::config("loss.diffusion_weight", "must be >= 0"));
+                bad.push(Error::config("loss.diffusion_weight", "must be >= 0"));
             }
             if !l.margin.is_finite() || l.margin < 0.0 {
-                return Err(Error::config("loss.margin", "must be >= 0"));
+                bad.push(Error::config("loss.margin", "must be >= 0"));
             }
             if let Some(lr) = self.optimizer.diffusion_lr {
                 if !lr.is_finite() || lr <= 0.0 {
-                    return Err(Error::config("optimizer.diffusion_lr", "must be > 0"));
+                    bad.push(Error::config("optimizer.diffusion_lr", "must be > 0"));
                 }
             }
         }
         let o = &self.optimizer;
         if !o.lr.is_finite() || o.lr <= 0.0 {
-            return Err(Error::config(
+            bad.push(Error::config(
                 "optimizer.lr",
                 format!("must be > 0, got {}", o.lr),
             ));
         }
         for (i, b) in o.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                return Err(Error::config(
+                bad.push(Error::config(
                     format!("optimizer.betas[{i}]"),
                     format!("must be in [0, 1), got {b}"),
                 ));
             }
         }
         if !o.eps.is_finite() || o.eps <= 0.0 {
-            return Err(Error::config("optimizer.eps", "must be > 0"));
+            bad.push(Error::config("optimizer.eps", "must be > 0"));
         }
         if !o.weight_decay.is_finite() || o.weight_decay < 0.0 {
-            return Err(Error::config("optimizer.weight_decay", "must be >= 0"));
+            bad.push(Error::config("optimizer.weight_decay", "must be >= 0"));
         }
         if o.kind == OptimizerKind::Adam && o.weight_decay != 0.0 {
-            return Err(Error::config(
+            bad.push(Error::config(
                 "optimizer.weight_decay",
                 "plain adam has no decoupled weight decay; use kind = \"adamw\"",
             ));
         }
         if !(0.0..1.0).contains(&self.ema.decay) {
-            return Err(Error::config(
+            bad.push(Error::config(
                 "ema.decay",
                 format!("must be in [0, 1), got {}", self.ema.decay),
             ));
         }
         if !self.loss.charbonnier_eps.is_finite() || self.loss.charbonnier_eps <= 0.0 {
-            return Err(Error::config("loss.charbonnier_eps", "must be > 0"));
+            bad.push(Error::config("loss.charbonnier_eps", "must be > 0"));
         }
         if self.validation.tile != 0
             && (self.validation.tile < 16 || !self.validation.tile.is_multiple_of(8))
         {
-            return Err(Error::config(
+            bad.push(Error::config(
                 "validation.tile",
                 "must be 0 (whole image) or a multiple of 8 of at least 16",
             ));
         }
-        Ok(())
+        bad
     }
 }
 

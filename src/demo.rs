@@ -151,10 +151,12 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
                 out: run_dir.clone(),
                 resume,
                 progress,
+                control: None,
+                job_id: None,
             },
         )?;
         runs.push(crate::plot::Run::load(&spec.name, &run_dir)?);
-        let model = artifact::load(&summary.artifact, &candle::Device::Cpu)?;
+        let model = artifact::load(summary.model_dir()?, &candle::Device::Cpu)?;
         let report = crate::eval::run(
             &model,
             &EvalData::Paired {
@@ -182,7 +184,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
             ssim: report.ssim,
             seconds_per_step: (summary.start_step < summary.steps)
                 .then_some(summary.seconds_per_step),
-            artifact: Some(summary.artifact),
+            artifact: summary.artifact.clone(),
         });
     }
     let input = input.expect("two methods ran");

@@ -8,6 +8,9 @@ pub enum Error {
     /// A job spec or flag value is wrong; `key` is the dotted spec path (e.g. `data.patch`).
     #[error("invalid config `{key}`: {msg}")]
     Config { key: String, msg: String },
+    /// Several values of a job spec are wrong; each item is a [`Error::Config`] naming its key.
+    #[error("invalid job spec, {} problems: {}", .0.len(), join(.0))]
+    Spec(Vec<Error>),
     /// A request or command-line argument is wrong.
     #[error("{0}")]
     InvalidArgument(String),
@@ -35,6 +38,19 @@ pub enum Error {
     /// A tensor operation failed.
     #[error("tensor: {0}")]
     Tensor(#[from] candle::Error),
+    /// The request is valid but the thing it acts on is in the wrong state (e.g. cancelling a
+    /// finished job).
+    #[error("{0}")]
+    FailedPrecondition(String),
+    /// Something with that name already exists.
+    #[error("already exists: {0}")]
+    AlreadyExists(String),
+    /// The server is not ready or is shutting down.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// The job store (SQLite) failed.
+    #[error("job store: {0}")]
+    Store(#[from] rusqlite::Error),
     /// The data loader thread went away.
     #[error("data loader stopped: {0}")]
     Loader(String),
@@ -42,7 +58,33 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+fn join(errors: &[Error]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 impl Error {
+    /// `Ok` for no problems, the problem itself for one, [`Error::Spec`] for several.
+    pub fn from_problems(mut problems: Vec<Error>) -> Result<()> {
+        match problems.len() {
+            0 => Ok(()),
+            1 => Err(problems.remove(0)),
+            _ => Err(Error::Spec(problems)),
+        }
+    }
+
+    /// (field, description) of every bad spec value this error names.
+    pub fn field_violations(&self) -> Vec<(String, String)> {
+        match self {
+            Error::Config { key, msg } => vec![(key.clone(), msg.clone())],
+            Error::Spec(all) => all.iter().flat_map(Error::field_violations).collect(),
+            _ => Vec::new(),
+        }
+    }
+
     pub fn config(key: impl Into<String>, msg: impl Into<String>) -> Self {
         Self::Config {
             key: key.into(),
@@ -67,18 +109,33 @@ impl Error {
 
 impl From<Error> for tonic::Status {
     fn from(err: Error) -> Self {
+        use tonic::Code;
         let msg = err.to_string();
-        match err {
-            Error::Config { .. } | Error::InvalidArgument(_) | Error::Image { .. } => {
-                tonic::Status::invalid_argument(msg)
-            }
-            Error::Data(_) => tonic::Status::failed_precondition(msg),
-            Error::NotFound(_) => tonic::Status::not_found(msg),
-            Error::Checkpoint(_) | Error::Artifact(_) => tonic::Status::failed_precondition(msg),
-            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) => {
+        let code = match &err {
+            Error::Config { .. }
+            | Error::Spec(_)
+            | Error::InvalidArgument(_)
+            | Error::Image { .. } => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unavailable(_) => Code::Unavailable,
+            Error::Data(_)
+            | Error::Checkpoint(_)
+            | Error::Artifact(_)
+            | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) | Error::Store(_) => {
                 tracing::error!(error = %msg, "internal error");
-                tonic::Status::internal(msg)
+                Code::Internal
             }
+        };
+        let violations = err.field_violations();
+        if violations.is_empty() {
+            return tonic::Status::new(code, msg);
         }
+        let mut details = tonic_types::ErrorDetails::new();
+        for (field, description) in violations {
+            details.add_bad_request_violation(field, description);
+        }
+        <tonic::Status as tonic_types::StatusExt>::with_error_details(code, msg, details)
     }
 }

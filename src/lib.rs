@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod plot;
+pub mod serve;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -8,6 +8,8 @@ use noiseda::eval::{Degrade, EvalData, EvalOptions};
 use noiseda::infer::Tiling;
 use noiseda::metrics::Channel;
 use noiseda::model::{ArchConfig, DiffusionConfig};
+use noiseda::serve::client::{self, Client};
+use noiseda::serve::ServeOptions;
 use noiseda::train::{self, TrainOptions};
 use noiseda::{artifact, bench, demo, Result};
 
@@ -113,10 +115,26 @@ enum Command {
     /// directories into one PNG.
     Plot {
         /// Run directories (each with a metrics.jsonl), labelled by their folder names.
-        #[arg(required = true)]
+        #[arg(required_unless_present = "job", conflicts_with = "job")]
         runs: Vec<PathBuf>,
+        /// Draw a server job's curves instead (fetched over gRPC from --server).
+        #[arg(long)]
+        job: Option<String>,
+        #[arg(long, env = "NOISEDA_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
         #[arg(long, default_value = "curves.png")]
         out: PathBuf,
+    },
+    /// Run the gRPC server: the Training service (job manager), health, reflection, and
+    /// Prometheus metrics on their own port.
+    Serve(ServeArgs),
+    /// Talk to a running server: submit and follow training jobs, export their models.
+    Jobs {
+        /// Server address (host:port or http://host:port).
+        #[arg(long, global = true, env = "NOISEDA_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        #[command(subcommand)]
+        command: JobsCommand,
     },
     /// Time the speed cases (train steps, restore forwards), each in its own process; with
     /// --compare the same cases in PyTorch (bench/reference.py) in the same run.
@@ -163,6 +181,100 @@ enum Command {
     },
 }
 
+const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// gRPC address.
+    #[arg(long, env = "NOISEDA_LISTEN", default_value = "0.0.0.0:50051")]
+    listen: std::net::SocketAddr,
+    /// Prometheus `GET /metrics` address.
+    #[arg(long, env = "NOISEDA_METRICS_LISTEN", default_value = "0.0.0.0:9100")]
+    metrics_listen: std::net::SocketAddr,
+    /// Job records (SQLite), job folders (checkpoints, metric logs). Use a persistent volume.
+    #[arg(long, env = "NOISEDA_DATA_DIR", default_value = "noiseda-data")]
+    data_dir: PathBuf,
+    /// Where ExportModel writes artifacts (default: <data-dir>/models).
+    #[arg(long, env = "NOISEDA_MODEL_DIR")]
+    model_dir: Option<PathBuf>,
+    /// Devices jobs may run on; one job per GPU at a time.
+    #[arg(
+        long,
+        env = "NOISEDA_DEVICES",
+        value_delimiter = ',',
+        default_value = "cpu"
+    )]
+    devices: Vec<String>,
+    /// Jobs that may run on the CPU at once.
+    #[arg(long, env = "NOISEDA_CPU_JOBS", default_value_t = 1)]
+    cpu_jobs: usize,
+    /// Largest gRPC message in either direction, in bytes.
+    #[arg(long, env = "NOISEDA_PAYLOAD_LIMIT", default_value_t = 64 << 20)]
+    payload_limit: usize,
+    /// Seconds running jobs get to checkpoint after SIGTERM.
+    #[arg(long, env = "NOISEDA_SHUTDOWN_GRACE", default_value_t = 30)]
+    shutdown_grace: u64,
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// Submit a job spec (TOML or JSON); prints the job id.
+    Submit {
+        spec: PathBuf,
+        /// Follow the job: progress bar and latest losses until it ends.
+        #[arg(long)]
+        follow: bool,
+        /// Idempotency key: submitting it again returns the same job.
+        #[arg(long, default_value = "")]
+        request_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs, newest first.
+    List {
+        /// all, queued, running, cancelling, completed, failed or cancelled.
+        #[arg(long, default_value = "all")]
+        state: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One job: state, progress, timestamps, latest metrics (--json adds both specs).
+    Get {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Follow a job until it ends.
+    Follow { id: String },
+    /// Cancel a job (running jobs stop at the next step, after a checkpoint).
+    Cancel { id: String },
+    /// A job's metric points.
+    Metrics {
+        id: String,
+        #[arg(long)]
+        csv: bool,
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
+    },
+    /// A job's checkpoints.
+    Checkpoints { id: String },
+    /// Export a checkpoint's restorer into the server's model directory and copy it to --out.
+    Export {
+        id: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// latest, best, a checkpoint id (step-00000100) or a step.
+        #[arg(long, default_value = "latest")]
+        checkpoint: String,
+        /// Default: the job spec's export.weights.
+        #[arg(long, value_enum)]
+        weights: Option<WeightsArg>,
+        /// Model name in the server's model directory.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+}
+
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum WeightsArg {
     Raw,
@@ -178,6 +290,159 @@ fn tiling(tile: Option<usize>, overlap: Option<usize>) -> Result<Option<Tiling>>
         tiling.validate().map(|_| tiling)
     })
     .transpose()
+}
+
+fn client_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| noiseda::Error::io("tokio runtime", e))
+}
+
+fn serve(args: ServeArgs) -> Result<()> {
+    let opts = ServeOptions {
+        listen: args.listen,
+        metrics_listen: args.metrics_listen,
+        model_dir: args
+            .model_dir
+            .unwrap_or_else(|| args.data_dir.join("models")),
+        data_dir: args.data_dir,
+        devices: args.devices,
+        cpu_jobs: args.cpu_jobs,
+        payload_limit: args.payload_limit,
+        shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| noiseda::Error::io("tokio runtime", e))?;
+    rt.block_on(noiseda::serve::serve(
+        opts,
+        noiseda::serve::termination(),
+        |addr, metrics| {
+            // Scripts and tests read the bound addresses from this line.
+            println!("noiseda serve: listening on {addr}, metrics on http://{metrics}/metrics");
+            let _ = std::io::Write::flush(&mut std::io::stdout());
+        },
+    ))
+}
+
+fn jobs(server: &str, command: JobsCommand, progress: bool) -> Result<()> {
+    client_runtime()?.block_on(async {
+        let mut c = Client::connect(server).await?;
+        match command {
+            JobsCommand::Submit {
+                spec,
+                follow,
+                request_id,
+                json,
+            } => {
+                let job = c.submit(&spec, &request_id).await?;
+                if json && !follow {
+                    print_json(&client::job_json(&job));
+                } else {
+                    println!("{}", job.id);
+                }
+                if follow {
+                    finish(client::follow(server, &job.id, progress).await?, json)?;
+                }
+            }
+            JobsCommand::Follow { id } => {
+                finish(client::follow(server, &id, progress).await?, false)?;
+            }
+            JobsCommand::List { state, json } => {
+                let jobs = c.list(client::parse_state(&state)?).await?;
+                if json {
+                    print_json(&jobs.iter().map(client::job_json).collect::<Vec<_>>());
+                } else {
+                    print!("{}", client::job_table(&jobs));
+                }
+            }
+            JobsCommand::Get { id, json } => {
+                let job = c.get(&id).await?;
+                if json {
+                    print_json(&client::job_json(&job));
+                } else {
+                    print!("{}", client::job_text(&job));
+                }
+            }
+            JobsCommand::Cancel { id } => {
+                let job = c.cancel(&id).await?;
+                println!("{} {}", job.id, client::state_name(job.state));
+            }
+            JobsCommand::Metrics { id, csv, from_seq } => {
+                let points = c.history(&id, from_seq).await?;
+                if csv {
+                    print!("{}", client::metrics_csv(&points));
+                } else {
+                    print!("{}", client::metrics_text(&points));
+                }
+            }
+            JobsCommand::Checkpoints { id } => {
+                println!(
+                    "{:<15} {:>8} {:>10} {:>5}  metrics",
+                    "ID", "STEP", "MB", "BEST"
+                );
+                for ck in c.checkpoints(&id).await? {
+                    let metrics: std::collections::BTreeMap<_, _> = ck.metrics.iter().collect();
+                    println!(
+                        "{:<15} {:>8} {:>10.2} {:>5}  {:?}",
+                        ck.id,
+                        ck.step,
+                        ck.size_bytes as f64 / 1e6,
+                        if ck.is_best { "yes" } else { "" },
+                        metrics
+                    );
+                }
+            }
+            JobsCommand::Export {
+                id,
+                out,
+                checkpoint,
+                weights,
+                name,
+            } => {
+                let w = match weights {
+                    None => noiseda::pb::Weights::Unspecified,
+                    Some(WeightsArg::Ema) => noiseda::pb::Weights::Ema,
+                    Some(WeightsArg::Raw) => noiseda::pb::Weights::Raw,
+                };
+                let r = c.export(&id, &checkpoint, w, &name, &out).await?;
+                let m = r.model.unwrap_or_default();
+                println!(
+                    "exported {} ({} weights, {}) to {} (server copy: {})",
+                    r.checkpoint_id,
+                    m.weights,
+                    &m.sha256[..12.min(m.sha256.len())],
+                    out.display(),
+                    r.path
+                );
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Prints how a followed job ended; a job that did not complete is an error.
+fn finish(job: noiseda::pb::Job, json: bool) -> Result<()> {
+    if json {
+        print_json(&client::job_json(&job));
+    } else {
+        eprint!("{}", client::job_text(&job));
+    }
+    match noiseda::pb::JobState::try_from(job.state) {
+        Ok(noiseda::pb::JobState::Completed) => Ok(()),
+        _ => Err(noiseda::Error::FailedPrecondition(format!(
+            "job {} ended {}{}",
+            job.id,
+            client::state_name(job.state),
+            if job.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", job.last_error)
+            }
+        ))),
+    }
 }
 
 fn print_json<T: serde::Serialize>(v: &T) {
@@ -233,6 +498,8 @@ fn run(cli: Cli) -> Result<()> {
                     out,
                     resume,
                     progress,
+                    control: None,
+                    job_id: None,
                 },
             )?;
             if json {
@@ -244,7 +511,7 @@ fn run(cli: Cli) -> Result<()> {
                     summary.start_step,
                     summary.final_loss,
                     summary.seconds_per_step,
-                    summary.artifact.display()
+                    summary.model_dir()?.display()
                 );
                 for (k, v) in &summary.metrics {
                     println!("  {k} = {v:.4}");
@@ -332,7 +599,24 @@ fn run(cli: Cli) -> Result<()> {
             noiseda::data::save_rgb(&output, &img.to_rgb8())?;
             eprintln!("wrote {}", output.display());
         }
-        Command::Plot { runs, out } => {
+        Command::Plot {
+            job: Some(id),
+            server,
+            out,
+            ..
+        } => client_runtime()?.block_on(async {
+            let mut c = Client::connect(&server).await?;
+            let job = c.get(&id).await?;
+            let points = c.history(&id, 1).await?;
+            let run = noiseda::plot::Run {
+                label: job.name,
+                points,
+            };
+            noiseda::plot::training_curves(&[run], None, &out)?;
+            eprintln!("wrote {}", out.display());
+            Ok::<_, noiseda::Error>(())
+        })?,
+        Command::Plot { runs, out, .. } => {
             let runs = runs
                 .iter()
                 .map(|dir| {
@@ -346,6 +630,8 @@ fn run(cli: Cli) -> Result<()> {
             noiseda::plot::training_curves(&runs, None, &out)?;
             eprintln!("wrote {}", out.display());
         }
+        Command::Serve(args) => serve(args)?,
+        Command::Jobs { server, command } => jobs(&server, command, progress)?,
         Command::Bench {
             cases,
             warmup,
@@ -401,7 +687,7 @@ fn run(cli: Cli) -> Result<()> {
                 WeightsArg::Raw => Weights::Raw,
                 WeightsArg::Ema => Weights::Ema,
             };
-            let m = train::export_checkpoint(&checkpoint, &out, w)?;
+            let m = train::export_checkpoint(&checkpoint, &out, w, None)?;
             println!(
                 "exported {} ({} parameters, sha256 {}) to {}",
                 m.name,

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Once;
 
 use plotters::prelude::*;
-use serde::Deserialize;
 
+use crate::train::{read_metric_log, MetricPoint};
 use crate::{Error, Result};
 
 /// DejaVu Sans (Bitstream Vera license, data/fonts/DejaVu-LICENSE.txt).
@@ -23,29 +23,11 @@ fn register_font() {
     });
 }
 
-/// One line of a run's `metrics.jsonl`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Point {
-    pub step: u64,
-    pub series: String,
-    pub split: String,
-    pub value: f64,
-}
-
-/// Reads a run's metric log (skipping lines that do not parse, e.g. a torn last line).
-pub fn read_metrics(path: &Path) -> Result<Vec<Point>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect())
-}
-
 /// A named run: its label in the legend and its metric points.
 #[derive(Debug, Clone)]
 pub struct Run {
     pub label: String,
-    pub points: Vec<Point>,
+    pub points: Vec<MetricPoint>,
 }
 
 impl Run {
@@ -53,7 +35,7 @@ impl Run {
     pub fn load(label: impl Into<String>, dir: &Path) -> Result<Self> {
         Ok(Self {
             label: label.into(),
-            points: read_metrics(&dir.join("metrics.jsonl"))?,
+            points: read_metric_log(&dir.join("metrics.jsonl"))?,
         })
     }
 

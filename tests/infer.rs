@@ -23,10 +23,12 @@ fn trained_model(root: &Path) -> PathBuf {
             out,
             resume: false,
             progress: false,
+            control: None,
+            job_id: None,
         },
     )
     .unwrap();
-    summary.artifact
+    summary.artifact.unwrap()
 }
 
 fn noiseda(args: &[&str]) -> std::process::Output {

@@ -16,6 +16,8 @@ fn opts(out: &Path, resume: bool) -> TrainOptions {
         out: out.to_path_buf(),
         resume,
         progress: false,
+        control: None,
+        job_id: None,
     }
 }
 

@@ -154,12 +154,14 @@ fn derain_job_trains_in_the_signed_range_and_round_trips_through_export() {
             out: out.clone(),
             resume: false,
             progress: false,
+            control: None,
+            job_id: None,
         },
     )
     .unwrap();
-    let model = noiseda::artifact::load(&summary.artifact, &Device::Cpu).unwrap();
+    let model = noiseda::artifact::load(summary.model_dir().unwrap(), &Device::Cpu).unwrap();
     assert_eq!(model.manifest.range, DataRange::Signed);
-    let text = std::fs::read_to_string(summary.artifact.join("manifest.json")).unwrap();
+    let text = std::fs::read_to_string(summary.model_dir().unwrap().join("manifest.json")).unwrap();
     assert!(text.contains("\"range\": \"signed\""), "{text}");
 
     // Inference maps [0, 1] → [-1, 1] → net → [0, 1]; the validation PSNR the trainer logged

@@ -11,6 +11,8 @@ fn opts(out: &Path, resume: bool) -> TrainOptions {
         out: out.to_path_buf(),
         resume,
         progress: false,
+        control: None,
+        job_id: None,
     }
 }
 
@@ -30,14 +32,16 @@ fn resume_is_exact() {
     // N steps, then resume for N more (a new process would do the same: all state is on disk).
     let split = tmp.path().join("split");
     train::run(&common::tiny_spec(&clean, 3, 3), &opts(&split, false)).unwrap();
-    // A point logged after the checkpoint by a run that then died is replaced on resume.
+    // A run that died after logging step 4 (but before its next checkpoint), mid-way through
+    // writing a line: the complete point stays (the log is append-only), the torn line goes,
+    // and the resumed run does not log step 4 twice.
     let mut log = std::fs::OpenOptions::new()
         .append(true)
         .open(split.join("metrics.jsonl"))
         .unwrap();
     std::io::Write::write_all(
         &mut log,
-        b"{\"step\":4,\"wall\":1.0,\"series\":\"charbonnier\",\"split\":\"train\",\"value\":9.0}\n",
+        b"{\"seq\":4,\"step\":4,\"wall\":1.0,\"series\":\"charbonnier\",\"split\":\"train\",\"value\":9.0}\n{\"seq\":5,\"st",
     )
     .unwrap();
     let summary = train::run(&common::tiny_spec(&clean, 6, 3), &opts(&split, true)).unwrap();
@@ -77,7 +81,15 @@ fn resume_is_exact() {
             .collect()
     };
     assert_eq!(values(&straight).len(), 6);
-    assert_eq!(values(&straight), values(&split));
+    let mut expected = values(&straight);
+    expected[3].1 = 9.0;
+    assert_eq!(values(&split), expected);
+    let seqs: Vec<u64> = train::read_metric_log(&split.join("metrics.jsonl"))
+        .unwrap()
+        .iter()
+        .map(|p| p.seq)
+        .collect();
+    assert_eq!(seqs, (1..=6).collect::<Vec<u64>>());
 }
 
 #[test]
@@ -204,11 +216,12 @@ fn dncnn_trains_exports_and_restores() {
     spec.export.weights = noiseda::config::Weights::Ema;
     let out = tmp.path().join("run");
     let summary = train::run(&spec, &opts(&out, false)).unwrap();
-    let model = noiseda::artifact::load(&summary.artifact, &candle::Device::Cpu).unwrap();
+    let model =
+        noiseda::artifact::load(summary.model_dir().unwrap(), &candle::Device::Cpu).unwrap();
     // 3·8·9 + 2·(8·8·9 + 2·8) + 8·3·9 learned; batch-norm running statistics ride along.
     assert_eq!(model.manifest.parameters, 216 + 2 * (576 + 16) + 216);
     let tensors = candle::safetensors::load(
-        summary.artifact.join("model.safetensors"),
+        summary.model_dir().unwrap().join("model.safetensors"),
         &candle::Device::Cpu,
     )
     .unwrap();

@@ -41,7 +41,18 @@ fn step_dir_name(step: u64) -> String {
     format!("step-{step:08}")
 }
 
-/// Saves a checkpoint under `root` atomically and prunes old ones.
+/// Where a checkpoint went and which older ones (by step) were pruned.
+#[derive(Debug, Clone)]
+pub struct Saved {
+    pub dir: PathBuf,
+    pub pruned: Vec<u64>,
+}
+
+/// The series that decides the best checkpoint (higher is better); kept through pruning.
+pub const BEST_METRIC: &str = "val/psnr";
+
+/// Saves a checkpoint under `root` atomically and prunes old ones: only the newest
+/// `keep_last` stay, plus the best by [`BEST_METRIC`] when any checkpoint has it.
 pub fn save(
     root: &Path,
     meta: &Meta,
@@ -49,7 +60,7 @@ pub fn save(
     ema: &HashMap<String, Tensor>,
     optim: &HashMap<String, Tensor>,
     keep_last: usize,
-) -> Result<PathBuf> {
+) -> Result<Saved> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
     let name = step_dir_name(meta.step);
     let tmp = root.join(format!(".tmp-{name}"));
@@ -73,13 +84,29 @@ pub fn save(
         std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
     }
     std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    let mut pruned = Vec::new();
     if keep_last > 0 {
         let all = list(root)?;
-        for (_, old) in all.iter().take(all.len().saturating_sub(keep_last)) {
-            std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+        let best = best(&all);
+        for (step, old) in all.iter().take(all.len().saturating_sub(keep_last)) {
+            if Some(*step) != best {
+                std::fs::remove_dir_all(old).map_err(|e| Error::io(old, e))?;
+                pruned.push(*step);
+            }
         }
     }
-    Ok(dest)
+    Ok(Saved { dir: dest, pruned })
+}
+
+/// The step of the checkpoint with the highest [`BEST_METRIC`], if any has it.
+pub fn best(all: &[(u64, PathBuf)]) -> Option<u64> {
+    all.iter()
+        .filter_map(|(step, dir)| {
+            let v = *read_meta(dir).ok()?.metrics.get(BEST_METRIC)?;
+            v.is_finite().then_some((*step, v))
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(step, _)| step)
 }
 
 /// Takes `key` out of saved tensors, checked against the live tensor it will replace and moved

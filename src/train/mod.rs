@@ -6,15 +6,16 @@ pub mod checkpoint;
 pub mod ema;
 pub mod optim;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::artifact;
 use crate::config::{DataRange, JobSpec, Weights};
@@ -46,6 +47,10 @@ pub struct TrainOptions {
     pub resume: bool,
     /// Show a progress bar on stderr.
     pub progress: bool,
+    /// Stop flag and event channel when a job manager drives the run.
+    pub control: Option<Control>,
+    /// The job this run belongs to (recorded in the exported manifest).
+    pub job_id: Option<String>,
 }
 
 /// What a finished run reports.
@@ -59,17 +64,109 @@ pub struct TrainSummary {
     pub seconds_per_step: f64,
     /// Last validation metrics (empty without `data.val`).
     pub metrics: BTreeMap<String, f64>,
-    pub artifact: PathBuf,
+    /// The exported model (None when the run stopped early).
+    pub artifact: Option<PathBuf>,
+    /// Set when [`Control::stop`] ended the run before `steps` (after a checkpoint).
+    pub stopped: Option<StopReason>,
 }
 
-/// One line of `metrics.jsonl`.
-#[derive(Debug, Serialize)]
-struct MetricPoint<'a> {
-    step: u64,
-    wall: f64,
-    series: &'a str,
-    split: &'a str,
-    value: f64,
+/// One line of `metrics.jsonl`: the job's append-only metric log. `seq` numbers the points
+/// 1, 2, 3, … without gaps; `wall` is Unix time in seconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    #[serde(default)]
+    pub seq: u64,
+    pub step: u64,
+    pub wall: f64,
+    pub series: String,
+    pub split: String,
+    pub value: f64,
+}
+
+/// Why a run was asked to stop early (stored in [`Control::stop`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[repr(u8)]
+pub enum StopReason {
+    /// Keep running.
+    None = 0,
+    /// The user cancelled the job.
+    Cancel = 1,
+    /// The process is shutting down; the job resumes from the checkpoint on the next start.
+    Shutdown = 2,
+}
+
+impl StopReason {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            1 => Self::Cancel,
+            2 => Self::Shutdown,
+            _ => Self::None,
+        }
+    }
+}
+
+/// What a run reports to whoever drives it (the job manager), in order.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// Data loaded, networks built; steps `start_step + 1 ..= total` follow.
+    Started { start_step: u64, total: u64 },
+    /// A step finished; `points` were appended to the metric log (validation points included).
+    Step {
+        step: u64,
+        total: u64,
+        /// Seconds this step took (data wait, forward, backward, update, logging).
+        seconds: f64,
+        /// Mean seconds per step over this invocation (validation and checkpoints excluded).
+        seconds_per_step: f64,
+        points: Vec<MetricPoint>,
+    },
+    /// A checkpoint was written (and `pruned` ones removed).
+    Checkpoint {
+        step: u64,
+        dir: PathBuf,
+        metrics: BTreeMap<String, f64>,
+        pruned: Vec<u64>,
+    },
+}
+
+/// How a caller steers a run from another thread: a stop flag checked at every step boundary
+/// and a bounded channel of [`Event`]s (the run blocks when it is full).
+#[derive(Clone)]
+pub struct Control {
+    pub stop: Arc<AtomicU8>,
+    pub events: tokio::sync::mpsc::Sender<Event>,
+}
+
+impl Control {
+    pub fn stop_reason(&self) -> StopReason {
+        StopReason::from_u8(self.stop.load(Ordering::Acquire))
+    }
+
+    fn send(&self, event: Event) {
+        // A receiver that went away only means nobody listens any more; the run goes on.
+        let _ = self.events.blocking_send(event);
+    }
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Control")
+            .field("stop", &self.stop_reason())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TrainSummary {
+    /// The exported model directory; an error when the run was stopped before the end.
+    pub fn model_dir(&self) -> Result<&Path> {
+        self.artifact.as_deref().ok_or_else(|| {
+            Error::Checkpoint(format!(
+                "the run stopped ({:?}) before step {} and exported no model",
+                self.stopped, self.steps
+            ))
+        })
+    }
 }
 
 /// The networks and optimizer state of a run.
@@ -176,64 +273,125 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// Appends metric points to `metrics.jsonl`.
+/// Appends metric points to `metrics.jsonl`, numbering them.
 struct MetricLog {
     file: std::fs::File,
     path: PathBuf,
-    start: Instant,
+    seq: u64,
+    /// Newest step already in the log and the (series, split) pairs logged at it: a resumed
+    /// run recomputes the steps after its checkpoint exactly and does not log them twice.
+    logged: Option<(u64, HashSet<(String, String)>)>,
+}
+
+/// Reads a metric log; a torn last line (a crash mid-write) is dropped. Lines written before
+/// points were numbered get their line number as `seq`.
+pub fn read_metric_log(path: &Path) -> Result<Vec<MetricPoint>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let mut points = Vec::new();
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        if !line.ends_with('\n') {
+            break;
+        }
+        let mut p: MetricPoint = serde_json::from_str(line)
+            .map_err(|e| Error::Data(format!("{} line {}: {e}", path.display(), i + 1)))?;
+        if p.seq == 0 {
+            p.seq = i as u64 + 1;
+        }
+        points.push(p);
+    }
+    Ok(points)
+}
+
+/// Cuts a torn last line (left by a crash mid-write) off a metric log.
+pub fn repair_metric_log(path: &Path) -> Result<()> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(path, e)),
+    };
+    let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    if cut < bytes.len() {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        f.set_len(cut as u64).map_err(|e| Error::io(path, e))?;
+    }
+    Ok(())
 }
 
 impl MetricLog {
-    /// Opens the log for appending. When resuming from `resume_step`, points logged after that
-    /// checkpoint (by a run that stopped before its next checkpoint) are dropped first: the
-    /// resumed run recomputes them exactly.
-    fn open(path: PathBuf, resume_step: Option<u64>) -> Result<Self> {
-        if resume_step.is_none() && path.exists() {
+    /// Opens the log for appending. A fresh run starts an empty log; a resumed run keeps every
+    /// point already logged (the log is append-only: what a client saw stays true).
+    fn open(path: PathBuf, resume: bool) -> Result<Self> {
+        if !resume && path.exists() {
             // A fresh run (no checkpoint yet): points of an earlier attempt do not belong to it.
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
         }
-        if let (Some(keep), true) = (resume_step, path.exists()) {
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let kept: String = text
-                .lines()
-                .filter(|l| {
-                    serde_json::from_str::<serde_json::Value>(l)
-                        .ok()
-                        .and_then(|v| v["step"].as_u64())
-                        .is_some_and(|s| s <= keep)
-                })
-                .map(|l| format!("{l}\n"))
-                .collect();
-            let tmp = path.with_extension("jsonl.tmp");
-            std::fs::write(&tmp, kept).map_err(|e| Error::io(&tmp, e))?;
-            std::fs::rename(&tmp, &path).map_err(|e| Error::io(&path, e))?;
-        }
+        repair_metric_log(&path)?;
+        let points = read_metric_log(&path)?;
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let logged = points.last().map(|last| {
+            let at_last = points
+                .iter()
+                .filter(|p| p.step == last.step)
+                .map(|p| (p.series.clone(), p.split.clone()))
+                .collect();
+            (last.step, at_last)
+        });
         Ok(Self {
             file,
             path,
-            start: Instant::now(),
+            seq: points.last().map_or(0, |p| p.seq),
+            logged,
         })
     }
 
-    fn push(&mut self, step: u64, series: &str, split: &str, value: f64) -> Result<()> {
+    /// Appends one point; `None` when a run before a resume already logged it.
+    fn push(
+        &mut self,
+        step: u64,
+        series: &str,
+        split: &str,
+        value: f64,
+    ) -> Result<Option<MetricPoint>> {
+        if let Some((last, at_last)) = &self.logged {
+            let key = (series.to_string(), split.to_string());
+            if step < *last || (step == *last && at_last.contains(&key)) {
+                return Ok(None);
+            }
+        }
+        self.seq += 1;
         let p = MetricPoint {
+            seq: self.seq,
             step,
-            wall: self.start.elapsed().as_secs_f64(),
-            series,
-            split,
+            wall: unix_now_f64(),
+            series: series.to_string(),
+            split: split.to_string(),
             value,
         };
         let mut line = serde_json::to_vec(&p).expect("metric point serialises. This is a bug.");
         line.push(b'\n');
         self.file
             .write_all(&line)
-            .map_err(|e| Error::io(&self.path, e))
+            .map_err(|e| Error::io(&self.path, e))?;
+        Ok(Some(p))
     }
+}
+
+fn unix_now_f64() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// Mean PSNR/SSIM (RGB) of the restorer over validation pairs.
@@ -306,6 +464,48 @@ fn resume_mismatch(saved: &JobSpec, now: &JobSpec) -> Option<String> {
         }
     }
     first_diff(&normalise(saved), &normalise(now), "")
+}
+
+/// Writes checkpoints of one run and reports them.
+struct Saver<'a> {
+    root: &'a Path,
+    spec: &'a JobSpec,
+    control: Option<&'a Control>,
+}
+
+impl Saver<'_> {
+    fn save(
+        &self,
+        step: u64,
+        metrics: &BTreeMap<String, f64>,
+        model: &Model,
+        ema: &Ema,
+        opt: &Adam,
+    ) -> Result<()> {
+        let meta = checkpoint::Meta {
+            step,
+            spec: self.spec.clone(),
+            metrics: metrics.clone(),
+            saved_unix: unix_now(),
+        };
+        let saved = checkpoint::save(
+            self.root,
+            &meta,
+            &model.tensors(),
+            &ema.tensors(),
+            &opt.state(),
+            self.spec.checkpoint.keep_last,
+        )?;
+        if let Some(c) = self.control {
+            c.send(Event::Checkpoint {
+                step,
+                dir: saved.dir,
+                metrics: metrics.clone(),
+                pruned: saved.pruned,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Runs a whole training job on the calling thread (never call it on an async runtime).
@@ -388,7 +588,14 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         spec.data.prefetch,
     );
     let objective = Objective::from_spec(spec)?;
-    let mut log = MetricLog::open(out.join("metrics.jsonl"), opts.resume.then_some(start_step))?;
+    let mut log = MetricLog::open(out.join("metrics.jsonl"), opts.resume)?;
+    let control = opts.control.as_ref();
+    if let Some(c) = control {
+        c.send(Event::Started {
+            start_step,
+            total: spec.steps,
+        });
+    }
 
     let bar = if opts.progress {
         let bar = indicatif::ProgressBar::new(spec.steps);
@@ -405,11 +612,30 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         indicatif::ProgressBar::hidden()
     };
 
+    let saver = Saver {
+        root: &ckpt_root,
+        spec,
+        control,
+    };
+
     // 3. The step loop.
     let mut latest_metrics = resumed_metrics;
     let mut final_loss = f64::NAN;
     let mut step_time = std::time::Duration::ZERO;
+    let mut saved_step = start_step;
+    let mut stopped = None;
+    let mut ran = 0u64;
     for step in start_step + 1..=spec.steps {
+        // Step boundary: a stop request checkpoints what is done and ends the run.
+        let reason = control.map_or(StopReason::None, Control::stop_reason);
+        if reason != StopReason::None {
+            if saved_step != step - 1 || checkpoint::latest(&ckpt_root)?.is_none() {
+                saver.save(step - 1, &latest_metrics, &model, &ema, &opt)?;
+            }
+            tracing::info!(step = step - 1, ?reason, "stopping at a step boundary");
+            stopped = Some(reason);
+            break;
+        }
         let t0 = Instant::now();
         let batch = to_device(loader.next_batch()?, &device)?;
         debug_assert_eq!(batch.step, step);
@@ -425,15 +651,14 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 "loss became {final_loss} at step {step}; lower optimizer.lr"
             )));
         }
+        let mut points = Vec::new();
         for (name, v) in &outp.scalars {
-            log.push(
-                step,
-                name,
-                "train",
-                v.to_dtype(DType::F64)?.to_scalar::<f64>()?,
-            )?;
+            let v = v.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            points.extend(log.push(step, name, "train", v)?);
         }
-        step_time += t0.elapsed();
+        let seconds = t0.elapsed();
+        step_time += seconds;
+        ran += 1;
         latest_metrics.insert("train/loss".to_string(), final_loss);
         bar.set_message(format!("loss {final_loss:.5}"));
         bar.inc(1);
@@ -444,7 +669,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             if last || every(spec.validation.every) {
                 let m = validate(&model.restorer, spec.range(), val, &device, tiling)?;
                 for (k, v) in &m {
-                    log.push(step, k, "val", *v)?;
+                    points.extend(log.push(step, k, "val", *v)?);
                     latest_metrics.insert(format!("val/{k}"), *v);
                 }
                 bar.println(format!(
@@ -453,26 +678,34 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 ));
             }
         }
-        if last || every(spec.checkpoint.every) {
-            let meta = checkpoint::Meta {
+        if let Some(c) = control {
+            c.send(Event::Step {
                 step,
-                spec: spec.clone(),
-                metrics: latest_metrics.clone(),
-                saved_unix: unix_now(),
-            };
-            checkpoint::save(
-                &ckpt_root,
-                &meta,
-                &model.tensors(),
-                &ema.tensors(),
-                &opt.state(),
-                spec.checkpoint.keep_last,
-            )?;
+                total: spec.steps,
+                seconds: seconds.as_secs_f64(),
+                seconds_per_step: step_time.as_secs_f64() / ran as f64,
+                points,
+            });
+        }
+        if last || every(spec.checkpoint.every) {
+            saver.save(step, &latest_metrics, &model, &ema, &opt)?;
+            saved_step = step;
         }
     }
     bar.finish_and_clear();
-    let done = spec.steps - start_step;
-    let seconds_per_step = step_time.as_secs_f64() / done.max(1) as f64;
+    let seconds_per_step = step_time.as_secs_f64() / ran.max(1) as f64;
+    let summary = |artifact| TrainSummary {
+        steps: spec.steps,
+        start_step,
+        final_loss,
+        seconds_per_step,
+        metrics: latest_metrics.clone(),
+        artifact,
+        stopped,
+    };
+    if stopped.is_some() {
+        return Ok(summary(None));
+    }
 
     // 4. Export the restorer alone.
     let weights = model.restorer_tensors((spec.export.weights == Weights::Ema).then_some(&ema));
@@ -488,6 +721,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             step: spec.steps,
             metrics: latest_metrics.clone(),
             source_spec: Some(spec.clone()),
+            source_job: opts.job_id.clone(),
         },
     )?;
 
@@ -498,18 +732,16 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     {
         tracing::warn!("could not draw {}: {e}", curves.display());
     }
-    Ok(TrainSummary {
-        steps: spec.steps,
-        start_step,
-        final_loss,
-        seconds_per_step,
-        metrics: latest_metrics,
-        artifact: dir,
-    })
+    Ok(summary(Some(dir)))
 }
 
 /// Exports the restorer of a checkpoint directory as a model artifact.
-pub fn export_checkpoint(ckpt: &Path, out: &Path, weights: Weights) -> Result<artifact::Manifest> {
+pub fn export_checkpoint(
+    ckpt: &Path,
+    out: &Path,
+    weights: Weights,
+    source_job: Option<String>,
+) -> Result<artifact::Manifest> {
     let loaded = checkpoint::load(ckpt, &Device::Cpu)?;
     let arch = loaded.meta.spec.restorer.resolve()?;
     let spec = &loaded.meta.spec;
@@ -534,6 +766,7 @@ pub fn export_checkpoint(ckpt: &Path, out: &Path, weights: Weights) -> Result<ar
             step: loaded.meta.step,
             metrics: loaded.meta.metrics.clone(),
             source_spec: Some(loaded.meta.spec),
+            source_job,
         },
     )
 }

@@ -1,0 +1,470 @@
+//! The gRPC client behind `noiseda jobs …` and `noiseda plot --job`: submit, follow with a
+//! progress bar (reconnecting from the last seq when the stream drops), list, get, cancel,
+//! metrics, export and plot.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+use tonic::transport::Channel;
+
+use crate::config::JobSpec;
+use crate::pb;
+use crate::pb::training_client::TrainingClient;
+use crate::train::MetricPoint;
+use crate::{Error, Result};
+
+/// How long `--follow` keeps trying to reconnect before giving up.
+const RECONNECT_FOR: Duration = Duration::from_secs(120);
+/// Largest message the client accepts (exported artifacts come back in one message).
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// A connected Training client.
+pub struct Client {
+    inner: TrainingClient<Channel>,
+    server: String,
+}
+
+fn endpoint(server: &str) -> String {
+    if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    }
+}
+
+fn status(server: &str, s: tonic::Status) -> Error {
+    let msg = format!("{}: {}", server, s.message());
+    match s.code() {
+        tonic::Code::InvalidArgument => Error::InvalidArgument(msg),
+        tonic::Code::NotFound => Error::NotFound(msg),
+        tonic::Code::FailedPrecondition => Error::FailedPrecondition(msg),
+        tonic::Code::AlreadyExists => Error::AlreadyExists(msg),
+        _ => Error::Unavailable(format!("{msg} ({:?})", s.code())),
+    }
+}
+
+impl Client {
+    pub async fn connect(server: &str) -> Result<Self> {
+        let url = endpoint(server);
+        let channel = tonic::transport::Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::InvalidArgument(format!("--server {server}: {e}")))?
+            .connect_timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .map_err(|e| {
+                Error::Unavailable(format!(
+                    "cannot reach the server at {url}: {e} (is `noiseda serve` running?)"
+                ))
+            })?;
+        Ok(Self {
+            inner: TrainingClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE),
+            server: url,
+        })
+    }
+
+    fn err(&self, s: tonic::Status) -> Error {
+        status(&self.server, s)
+    }
+
+    /// Submits a spec file; relative data paths are made absolute against the file's folder
+    /// (as `noiseda train` reads them).
+    pub async fn submit(&mut self, file: &Path, request_id: &str) -> Result<pb::Job> {
+        let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+        let mut spec: JobSpec = if file.extension().is_some_and(|e| e == "json") {
+            serde_json::from_str(&text)
+                .map_err(|e| Error::config(file.display().to_string(), e.to_string()))?
+        } else {
+            JobSpec::from_toml(&text)
+                .map_err(|e| Error::config(file.display().to_string(), e.to_string()))?
+        };
+        let base = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let base = std::fs::canonicalize(&base).map_err(|e| Error::io(&base, e))?;
+        spec.resolve_paths(&base);
+        let req = pb::StartJobRequest {
+            spec: Some(pb::JobSpec {
+                document: Some(pb::job_spec::Document::Toml(spec.to_toml())),
+            }),
+            request_id: request_id.to_string(),
+        };
+        let r = self.inner.start_job(req).await;
+        Ok(r.map_err(|s| self.err(s))?.into_inner())
+    }
+
+    pub async fn get(&mut self, id: &str) -> Result<pb::Job> {
+        let r = self
+            .inner
+            .get_job(pb::GetJobRequest {
+                job_id: id.to_string(),
+            })
+            .await;
+        Ok(r.map_err(|s| self.err(s))?.into_inner())
+    }
+
+    /// Every job (all pages), newest first.
+    pub async fn list(&mut self, state: pb::JobState) -> Result<Vec<pb::Job>> {
+        let mut all = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = self
+                .inner
+                .list_jobs(pb::ListJobsRequest {
+                    state: state as i32,
+                    page_size: 200,
+                    page_token: token.clone(),
+                })
+                .await
+                .map_err(|s| self.err(s))?
+                .into_inner();
+            all.extend(r.jobs);
+            if r.next_page_token.is_empty() {
+                return Ok(all);
+            }
+            token = r.next_page_token;
+        }
+    }
+
+    pub async fn cancel(&mut self, id: &str) -> Result<pb::Job> {
+        let r = self
+            .inner
+            .cancel_job(pb::CancelJobRequest {
+                job_id: id.to_string(),
+            })
+            .await;
+        Ok(r.map_err(|s| self.err(s))?.into_inner())
+    }
+
+    /// Every metric point logged so far, from `from_seq`.
+    pub async fn history(&mut self, id: &str, from_seq: u64) -> Result<Vec<MetricPoint>> {
+        let mut stream = self
+            .inner
+            .stream_metrics(pb::StreamMetricsRequest {
+                job_id: id.to_string(),
+                from_seq,
+                history_only: true,
+            })
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        let mut out = Vec::new();
+        while let Some(p) = stream.message().await.map_err(|s| self.err(s))? {
+            out.push(from_pb(p));
+        }
+        Ok(out)
+    }
+
+    pub async fn checkpoints(&mut self, id: &str) -> Result<Vec<pb::Checkpoint>> {
+        let r = self
+            .inner
+            .list_checkpoints(pb::ListCheckpointsRequest {
+                job_id: id.to_string(),
+            })
+            .await;
+        Ok(r.map_err(|s| self.err(s))?.into_inner().checkpoints)
+    }
+
+    /// Exports a checkpoint's restorer on the server and writes the artifact into `out`
+    /// (checked against the manifest's sha256).
+    pub async fn export(
+        &mut self,
+        id: &str,
+        checkpoint: &str,
+        weights: pb::Weights,
+        name: &str,
+        out: &Path,
+    ) -> Result<pb::ExportModelResponse> {
+        let r = self
+            .inner
+            .export_model(pb::ExportModelRequest {
+                job_id: id.to_string(),
+                checkpoint: checkpoint.to_string(),
+                weights: weights as i32,
+                name: name.to_string(),
+                include_files: true,
+            })
+            .await
+            .map_err(|s| self.err(s))?
+            .into_inner();
+        let sha = r
+            .model
+            .as_ref()
+            .map(|m| m.sha256.clone())
+            .unwrap_or_default();
+        let weights_file = r
+            .files
+            .iter()
+            .find(|f| f.name == crate::artifact::WEIGHTS_FILE)
+            .ok_or_else(|| Error::Artifact("the server sent no weights file".into()))?;
+        let got = format!("{:x}", Sha256::digest(&weights_file.data));
+        if got != sha {
+            return Err(Error::Artifact(format!(
+                "weights arrived with sha256 {got}, the manifest says {sha}"
+            )));
+        }
+        std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+        for f in &r.files {
+            if f.name.contains('/') || f.name.contains("..") {
+                return Err(Error::Artifact(format!(
+                    "bad file name `{}` from the server",
+                    f.name
+                )));
+            }
+            let path = out.join(&f.name);
+            std::fs::write(&path, &f.data).map_err(|e| Error::io(&path, e))?;
+        }
+        Ok(r)
+    }
+}
+
+pub fn from_pb(p: pb::MetricPoint) -> MetricPoint {
+    let split = match pb::Split::try_from(p.split) {
+        Ok(pb::Split::Val) => "val",
+        _ => "train",
+    };
+    MetricPoint {
+        seq: p.seq,
+        step: p.step,
+        wall: p.wall_time,
+        series: p.series,
+        split: split.to_string(),
+        value: p.value,
+    }
+}
+
+pub fn state_name(state: i32) -> &'static str {
+    match pb::JobState::try_from(state) {
+        Ok(pb::JobState::Queued) => "queued",
+        Ok(pb::JobState::Running) => "running",
+        Ok(pb::JobState::Cancelling) => "cancelling",
+        Ok(pb::JobState::Completed) => "completed",
+        Ok(pb::JobState::Failed) => "failed",
+        Ok(pb::JobState::Cancelled) => "cancelled",
+        _ => "unspecified",
+    }
+}
+
+/// `queued`, `running`, … (or `all`) to the proto enum.
+pub fn parse_state(s: &str) -> Result<pb::JobState> {
+    let s = s.to_ascii_lowercase();
+    if s == "all" {
+        return Ok(pb::JobState::Unspecified);
+    }
+    (1..=6)
+        .filter_map(|v| pb::JobState::try_from(v).ok())
+        .find(|st| state_name(*st as i32) == s)
+        .ok_or_else(|| {
+            Error::InvalidArgument(format!(
+                "state `{s}`: expected all, queued, running, cancelling, completed, failed or cancelled"
+            ))
+        })
+}
+
+pub fn is_terminal(state: i32) -> bool {
+    matches!(
+        pb::JobState::try_from(state),
+        Ok(pb::JobState::Completed | pb::JobState::Failed | pb::JobState::Cancelled)
+    )
+}
+
+fn time(t: &Option<prost_types::Timestamp>) -> String {
+    t.as_ref()
+        .map(|t| {
+            let at = UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
+            humantime::format_rfc3339_seconds(at).to_string()
+        })
+        .unwrap_or_else(|| "-".into())
+}
+
+/// One line per job.
+pub fn job_table(jobs: &[pb::Job]) -> String {
+    let mut out = format!(
+        "{:<32}  {:<16} {:<10} {:>13}  {:<7} {}\n",
+        "ID", "NAME", "STATE", "STEP", "DEVICE", "CREATED"
+    );
+    for j in jobs {
+        let p = j.progress.unwrap_or_default();
+        out += &format!(
+            "{:<32}  {:<16} {:<10} {:>13}  {:<7} {}\n",
+            j.id,
+            j.name,
+            state_name(j.state),
+            format!("{}/{}", p.step, p.total_steps),
+            j.device,
+            time(&j.created_at)
+        );
+    }
+    out
+}
+
+/// A job as readable text (or JSON).
+pub fn job_text(j: &pb::Job) -> String {
+    let p = j.progress.unwrap_or_default();
+    let mut out = format!(
+        "id          {}\nname        {}\nstate       {}\ndevice      {}\nprogress    {}/{} steps, {:.2} it/s, ETA {:.0} s\ncreated     {}\nstarted     {}\nfinished    {}\nrestarts    {}\n",
+        j.id,
+        j.name,
+        state_name(j.state),
+        j.device,
+        p.step,
+        p.total_steps,
+        p.steps_per_second,
+        p.eta_seconds,
+        time(&j.created_at),
+        time(&j.started_at),
+        time(&j.finished_at),
+        j.restarts
+    );
+    if !j.request_id.is_empty() {
+        out += &format!("request id  {}\n", j.request_id);
+    }
+    if !j.last_error.is_empty() {
+        out += &format!("last error  {}\n", j.last_error);
+    }
+    let metrics: BTreeMap<_, _> = j.metrics.iter().collect();
+    for (k, v) in metrics {
+        out += &format!("{k:<11} {v:.5}\n");
+    }
+    out
+}
+
+pub fn job_json(j: &pb::Job) -> serde_json::Value {
+    let p = j.progress.unwrap_or_default();
+    let metrics: BTreeMap<_, _> = j.metrics.iter().collect();
+    serde_json::json!({
+        "id": j.id,
+        "name": j.name,
+        "state": state_name(j.state),
+        "request_id": j.request_id,
+        "device": j.device,
+        "created_at": time(&j.created_at),
+        "started_at": time(&j.started_at),
+        "finished_at": time(&j.finished_at),
+        "last_error": j.last_error,
+        "progress": {
+            "step": p.step,
+            "total_steps": p.total_steps,
+            "steps_per_second": p.steps_per_second,
+            "eta_seconds": p.eta_seconds,
+            "last_seq": p.last_seq,
+        },
+        "restarts": j.restarts,
+        "metrics": metrics,
+        "submitted_spec": j.submitted_spec,
+        "resolved_spec": j.resolved_spec,
+    })
+}
+
+/// Metric points as CSV (`seq,step,wall_time,split,series,value`).
+pub fn metrics_csv(points: &[MetricPoint]) -> String {
+    let mut out = String::from("seq,step,wall_time,split,series,value\n");
+    for p in points {
+        out += &format!(
+            "{},{},{:.3},{},{},{}\n",
+            p.seq, p.step, p.wall, p.split, p.series, p.value
+        );
+    }
+    out
+}
+
+/// Metric points as aligned text.
+pub fn metrics_text(points: &[MetricPoint]) -> String {
+    let mut out = format!(
+        "{:>7} {:>8} {:<5} {:<14} {}\n",
+        "SEQ", "STEP", "SPLIT", "SERIES", "VALUE"
+    );
+    for p in points {
+        out += &format!(
+            "{:>7} {:>8} {:<5} {:<14} {:.6}\n",
+            p.seq, p.step, p.split, p.series, p.value
+        );
+    }
+    out
+}
+
+/// Follows a job until it ends: a progress bar with the latest losses, reconnecting from the
+/// last seq when the stream or the server goes away. Returns the finished job.
+pub async fn follow(server: &str, id: &str, progress: bool) -> Result<pb::Job> {
+    let mut client = Client::connect(server).await?;
+    let job = client.get(id).await?;
+    let total = job.progress.as_ref().map_or(0, |p| p.total_steps);
+    let bar = if progress {
+        indicatif::ProgressBar::new(total)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template. This is a bug."),
+    );
+    bar.set_position(job.progress.as_ref().map_or(0, |p| p.step));
+    let mut next = 1;
+    let mut latest = BTreeMap::<String, f64>::new();
+    let mut lost_since: Option<std::time::Instant> = None;
+    loop {
+        let attempt = async {
+            let mut c = Client::connect(server).await?;
+            let mut stream = c
+                .inner
+                .stream_metrics(pb::StreamMetricsRequest {
+                    job_id: id.to_string(),
+                    from_seq: next,
+                    history_only: false,
+                })
+                .await
+                .map_err(|s| c.err(s))?
+                .into_inner();
+            lost_since = None;
+            while let Some(p) = stream.message().await.map_err(|s| c.err(s))? {
+                next = p.seq + 1;
+                bar.set_position(p.step);
+                let key = if p.split == pb::Split::Val as i32 {
+                    format!("val {}", p.series)
+                } else {
+                    p.series.clone()
+                };
+                let shown = key == "loss" || key.starts_with("val ") || key == "l_noise";
+                latest.insert(key, p.value);
+                if shown {
+                    let msg = latest
+                        .iter()
+                        .filter(|(k, _)| *k == "loss" || k.starts_with("val ") || *k == "l_noise")
+                        .map(|(k, v)| format!("{k} {v:.4}"))
+                        .collect::<Vec<_>>()
+                        .join("  ");
+                    bar.set_message(msg);
+                }
+            }
+            c.get(id).await
+        };
+        match attempt.await {
+            Ok(job) if is_terminal(job.state) => {
+                bar.finish_and_clear();
+                return Ok(job);
+            }
+            Ok(_) => {}
+            Err(e @ (Error::NotFound(_) | Error::InvalidArgument(_))) => return Err(e),
+            Err(e) => {
+                let since = *lost_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > RECONNECT_FOR {
+                    bar.abandon();
+                    return Err(Error::Unavailable(format!(
+                        "lost job {id} at seq {next} for {} s: {e}; `noiseda jobs submit` is \
+                         idempotent with --request-id, and `noiseda jobs get {id}` shows the job",
+                        RECONNECT_FOR.as_secs()
+                    )));
+                }
+                bar.println(format!("stream lost ({e}); reconnecting from seq {next}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}

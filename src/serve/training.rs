@@ -1,0 +1,349 @@
+//! The `noiseda.v1.Training` gRPC service: thin handlers over the job manager (each call runs
+//! on the blocking pool) and the metric stream that replays a job's log and follows it.
+
+use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::jobs::{checkpoint_id, Manager, MetricTail, Pick, SpecDocument};
+use super::store::{CheckpointRecord, JobRecord, State};
+use crate::config::Weights;
+use crate::pb;
+use crate::pb::training_server::Training;
+use crate::{Error, Result};
+
+/// Points a metric stream may buffer before it waits for the client.
+const STREAM_CAPACITY: usize = 256;
+
+pub struct TrainingService {
+    manager: Arc<Manager>,
+    /// Becomes true when the server starts shutting down: open streams end.
+    shutdown: watch::Receiver<bool>,
+}
+
+impl TrainingService {
+    pub fn new(manager: Arc<Manager>, shutdown: watch::Receiver<bool>) -> Self {
+        Self { manager, shutdown }
+    }
+
+    /// Runs `f` with the manager on the blocking pool.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Arc<Manager>) -> Result<T> + Send + 'static,
+    ) -> Result<T, Status> {
+        let m = self.manager.clone();
+        tokio::task::spawn_blocking(move || f(&m))
+            .await
+            .map_err(|e| Status::internal(format!("job manager task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+fn timestamp(ms: Option<i64>) -> Option<prost_types::Timestamp> {
+    ms.map(|ms| prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
+}
+
+impl From<JobRecord> for pb::Job {
+    fn from(j: JobRecord) -> Self {
+        let left = j.total_steps.saturating_sub(j.step) as f64;
+        let eta = if j.steps_per_second > 0.0 && !j.state.is_terminal() {
+            left / j.steps_per_second
+        } else {
+            0.0
+        };
+        pb::Job {
+            id: j.id,
+            name: j.name,
+            state: pb_state(j.state) as i32,
+            request_id: j.request_id,
+            device: j.device,
+            submitted_spec: j.submitted_spec,
+            resolved_spec: j.resolved_spec,
+            created_at: timestamp(Some(j.created_ms)),
+            started_at: timestamp(j.started_ms),
+            finished_at: timestamp(j.finished_ms),
+            last_error: j.last_error,
+            progress: Some(pb::Progress {
+                step: j.step,
+                total_steps: j.total_steps,
+                steps_per_second: j.steps_per_second,
+                eta_seconds: eta,
+                last_seq: j.last_seq,
+            }),
+            restarts: j.restarts,
+            metrics: j.metrics.into_iter().collect(),
+        }
+    }
+}
+
+fn pb_state(s: State) -> pb::JobState {
+    match s {
+        State::Queued => pb::JobState::Queued,
+        State::Running => pb::JobState::Running,
+        State::Cancelling => pb::JobState::Cancelling,
+        State::Completed => pb::JobState::Completed,
+        State::Failed => pb::JobState::Failed,
+        State::Cancelled => pb::JobState::Cancelled,
+    }
+}
+
+fn pb_checkpoint(c: &CheckpointRecord, best: Option<u64>) -> pb::Checkpoint {
+    let size_bytes = std::fs::read_dir(&c.path)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0);
+    pb::Checkpoint {
+        id: checkpoint_id(c.step),
+        step: c.step,
+        saved_at: timestamp(Some(c.saved_ms)),
+        metrics: c.metrics.clone().into_iter().collect(),
+        is_best: best == Some(c.step),
+        size_bytes,
+    }
+}
+
+fn point(p: crate::train::MetricPoint) -> pb::MetricPoint {
+    let split = match p.split.as_str() {
+        "train" => pb::Split::Train,
+        "val" => pb::Split::Val,
+        _ => pb::Split::Unspecified,
+    };
+    pb::MetricPoint {
+        seq: p.seq,
+        step: p.step,
+        wall_time: p.wall,
+        series: p.series,
+        value: p.value,
+        split: split as i32,
+    }
+}
+
+#[tonic::async_trait]
+impl Training for TrainingService {
+    async fn start_job(
+        &self,
+        req: Request<pb::StartJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let req = req.into_inner();
+        let document = match req.spec.and_then(|s| s.document) {
+            Some(pb::job_spec::Document::Toml(t)) => SpecDocument::Toml(t),
+            Some(pb::job_spec::Document::Json(t)) => SpecDocument::Json(t),
+            None => {
+                return Err(Error::InvalidArgument(
+                    "spec: give the job spec as `toml` or `json` text".into(),
+                )
+                .into())
+            }
+        };
+        let job = self
+            .call(move |m| m.submit(document, &req.request_id))
+            .await?;
+        Ok(Response::new(job.into()))
+    }
+
+    async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self.call(move |m| m.store().job(&id)).await?;
+        Ok(Response::new(job.into()))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        let req = req.into_inner();
+        let state =
+            match req.state {
+                0 => None,
+                s => Some(State::from_i32(s).ok_or_else(|| {
+                    Error::InvalidArgument(format!("state: unknown job state {s}"))
+                })?),
+            };
+        let size = match req.page_size {
+            0 => 50,
+            n => n.min(500) as usize,
+        };
+        let before = match req.page_token.as_str() {
+            "" => None,
+            t => Some(t.parse::<i64>().map_err(|_| {
+                Error::InvalidArgument(format!("page_token `{t}` was not returned by ListJobs"))
+            })?),
+        };
+        let (jobs, next) = self
+            .call(move |m| m.store().list(state, size, before))
+            .await?;
+        Ok(Response::new(pb::ListJobsResponse {
+            jobs: jobs.into_iter().map(Into::into).collect(),
+            next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::Job>, Status> {
+        let id = req.into_inner().job_id;
+        let job = self.call(move |m| m.cancel(&id)).await?;
+        Ok(Response::new(job.into()))
+    }
+
+    type StreamMetricsStream = Pin<Box<dyn Stream<Item = Result<pb::MetricPoint, Status>> + Send>>;
+
+    async fn stream_metrics(
+        &self,
+        req: Request<pb::StreamMetricsRequest>,
+    ) -> Result<Response<Self::StreamMetricsStream>, Status> {
+        let req = req.into_inner();
+        let id = req.job_id.clone();
+        // Subscribe before the first read, so nothing logged in between is missed.
+        let (job, live) = self
+            .call(move |m| {
+                let live = m.follow(&id);
+                Ok((m.store().job(&id)?, live))
+            })
+            .await?;
+        let live = if req.history_only { None } else { live };
+        let tail = MetricTail::new(self.manager.metric_log(&job.id), req.from_seq);
+        let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
+        tokio::spawn(follow(tail, live, self.shutdown.clone(), tx));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn list_checkpoints(
+        &self,
+        req: Request<pb::ListCheckpointsRequest>,
+    ) -> Result<Response<pb::ListCheckpointsResponse>, Status> {
+        let id = req.into_inner().job_id;
+        let checkpoints = self
+            .call(move |m| {
+                m.store().job(&id)?;
+                let all = m.store().checkpoints(&id)?;
+                let paths: Vec<_> = all.iter().map(|c| (c.step, c.path.clone())).collect();
+                let best = crate::train::checkpoint::best(&paths);
+                Ok(all.iter().map(|c| pb_checkpoint(c, best)).collect())
+            })
+            .await?;
+        Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
+    }
+
+    async fn export_model(
+        &self,
+        req: Request<pb::ExportModelRequest>,
+    ) -> Result<Response<pb::ExportModelResponse>, Status> {
+        let req = req.into_inner();
+        let pick = Pick::parse(&req.checkpoint)?;
+        let weights = match pb::Weights::try_from(req.weights) {
+            Ok(pb::Weights::Unspecified) => None,
+            Ok(pb::Weights::Ema) => Some(Weights::Ema),
+            Ok(pb::Weights::Raw) => Some(Weights::Raw),
+            Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "weights: unknown value {}",
+                    req.weights
+                ))
+                .into())
+            }
+        };
+        let include = req.include_files;
+        let (exported, files) = self
+            .call(move |m| {
+                let e = m.export(&req.job_id, pick, weights, &req.name)?;
+                let files = if include {
+                    artifact_files(&e.dir)?
+                } else {
+                    Vec::new()
+                };
+                Ok((e, files))
+            })
+            .await?;
+        Ok(Response::new(pb::ExportModelResponse {
+            model: Some((&exported.manifest).into()),
+            path: exported.dir.display().to_string(),
+            checkpoint_id: exported.checkpoint_id,
+            files,
+        }))
+    }
+}
+
+/// The files of an artifact directory, for clients on other machines.
+fn artifact_files(dir: &std::path::Path) -> Result<Vec<pb::ArtifactFile>> {
+    [
+        crate::artifact::MANIFEST_FILE,
+        crate::artifact::WEIGHTS_FILE,
+    ]
+    .into_iter()
+    .map(|name| {
+        let path = dir.join(name);
+        let data = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+        Ok(pb::ArtifactFile {
+            name: name.to_string(),
+            data,
+        })
+    })
+    .collect()
+}
+
+/// Sends every point of `tail`, then (with `live`) waits for new ones until the job ends, the
+/// client goes away or the server shuts down.
+async fn follow(
+    mut tail: MetricTail,
+    mut live: Option<watch::Receiver<crate::serve::jobs::Live>>,
+    mut shutdown: watch::Receiver<bool>,
+    tx: mpsc::Sender<Result<pb::MetricPoint, Status>>,
+) {
+    loop {
+        // Read what is logged now; `ended` is looked at first, so the last read sees it all.
+        let ended = live.as_ref().is_none_or(|l| l.borrow().ended);
+        let (back, read) = tokio::task::spawn_blocking(move || {
+            let r = tail.read();
+            (tail, r)
+        })
+        .await
+        .expect("a metric log read does not panic");
+        tail = back;
+        match read {
+            Ok(points) => {
+                for p in points {
+                    if tx.send(Ok(point(p))).await.is_err() {
+                        return; // the client went away
+                    }
+                }
+            }
+            Err(e) => {
+                let _ = tx.send(Err(e.into())).await;
+                return;
+            }
+        }
+        if ended {
+            return;
+        }
+        let l = live.as_mut().expect("not ended, so following");
+        tokio::select! {
+            changed = l.changed() => {
+                if changed.is_err() {
+                    // The job's sender is gone: it ended (or the server dropped it); one more
+                    // read sends what is left.
+                    live = None;
+                }
+            }
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                let _ = tx.send(Err(Status::unavailable(format!(
+                    "the server is shutting down; reconnect with from_seq = {}",
+                    tail.next_seq()
+                )))).await;
+                return;
+            }
+            _ = tx.closed() => return,
+        }
+    }
+}
