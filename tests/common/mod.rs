@@ -1,6 +1,8 @@
 //! Shared helpers of the integration tests: synthetic photos in temp dirs and tiny job specs.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 
 use image::{Rgb, RgbImage};

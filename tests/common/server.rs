@@ -1,0 +1,201 @@
+//! A real `noiseda serve` process on 127.0.0.1:0 with a temp data dir, and a client for it.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use noiseda::pb;
+use noiseda::pb::training_client::TrainingClient;
+use tonic::transport::Channel;
+
+pub struct Server {
+    child: Child,
+    pub addr: String,
+    pub metrics: String,
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// Starts `noiseda serve` on `data_dir` (stderr goes to `<data_dir>.log`).
+    pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        let log = data_dir.with_extension(format!(
+            "{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["--metrics-listen", "127.0.0.1:0"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        // "noiseda serve: listening on ADDR, metrics on http://ADDR/metrics"
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.len() != 8 || words[2] != "listening" {
+            let _ = child.kill();
+            panic!(
+                "server did not start: {line:?}\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        Self {
+            addr: format!("http://{}", words[4].trim_end_matches(',')),
+            metrics: words[7].to_string(),
+            log,
+            child,
+        }
+    }
+
+    pub async fn client(&self) -> TrainingClient<Channel> {
+        TrainingClient::connect(self.addr.clone())
+            .await
+            .unwrap()
+            .max_decoding_message_size(1 << 30)
+    }
+
+    /// SIGKILL: no shutdown, no final checkpoint.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits for the exit; returns how long it took.
+    pub fn terminate(mut self) -> Duration {
+        let t0 = Instant::now();
+        unsafe {
+            libc::kill(self.child.id() as i32, libc::SIGTERM);
+        }
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+        t0.elapsed()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TOML job spec for the server: the tiny U-Net on `clean`, with optional validation pairs.
+pub fn tiny_toml(
+    name: &str,
+    clean: &Path,
+    steps: u64,
+    ckpt_every: u64,
+    val: Option<(&Path, &Path)>,
+) -> String {
+    let mut t = format!(
+        r#"
+name = "{name}"
+seed = 3
+steps = {steps}
+[restorer]
+arch = "unet"
+width = 8
+depth = 3
+[data]
+patch = 32
+batch = 2
+[data.synthetic]
+clean = "{}"
+degradation = {{ kind = "awgn", sigma = [5, 30] }}
+[checkpoint]
+every = {ckpt_every}
+keep_last = 2
+"#,
+        clean.display()
+    );
+    if let Some((lq, gt)) = val {
+        t += &format!(
+            "[data.val]\nlq = \"{}\"\ngt = \"{}\"\n[validation]\nevery = {ckpt_every}\n",
+            lq.display(),
+            gt.display()
+        );
+    }
+    t
+}
+
+pub fn start_request(toml: &str, request_id: &str) -> pb::StartJobRequest {
+    pb::StartJobRequest {
+        spec: Some(pb::JobSpec {
+            document: Some(pb::job_spec::Document::Toml(toml.to_string())),
+        }),
+        request_id: request_id.to_string(),
+    }
+}
+
+pub async fn get(c: &mut TrainingClient<Channel>, id: &str) -> pb::Job {
+    c.get_job(pb::GetJobRequest { job_id: id.into() })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Polls until `done(job)` or the timeout.
+pub async fn wait_for(
+    c: &mut TrainingClient<Channel>,
+    id: &str,
+    what: &str,
+    done: impl Fn(&pb::Job) -> bool,
+) -> pb::Job {
+    let t0 = Instant::now();
+    loop {
+        let job = get(c, id).await;
+        if done(&job) {
+            return job;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "timed out waiting for {what}: {job:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Streams points from `from_seq` (following) until the stream ends, or until `stop_at` seq.
+pub async fn stream(
+    c: &mut TrainingClient<Channel>,
+    id: &str,
+    from_seq: u64,
+    stop_at: Option<u64>,
+) -> Result<Vec<pb::MetricPoint>, tonic::Status> {
+    let mut s = c
+        .stream_metrics(pb::StreamMetricsRequest {
+            job_id: id.into(),
+            from_seq,
+            history_only: false,
+        })
+        .await?
+        .into_inner();
+    let mut out = Vec::new();
+    while let Some(p) = s.message().await? {
+        let seq = p.seq;
+        out.push(p);
+        if stop_at.is_some_and(|s| seq >= s) {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+pub fn state(job: &pb::Job) -> pb::JobState {
+    pb::JobState::try_from(job.state).unwrap()
+}
