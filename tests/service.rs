@@ -68,6 +68,46 @@ async fn submit_stream_export_and_load() {
         assert_eq!(r.status, 1, "{service:?} is SERVING");
     }
 
+    // Reflection lists the services and serves their descriptors (grpcurl, Postman, ...).
+    let mut reflection =
+        tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient::new(
+            tonic::transport::Channel::from_shared(server.addr.clone())
+                .unwrap()
+                .connect()
+                .await
+                .unwrap(),
+        );
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    let ask = |m: MessageRequest| tonic_reflection::pb::v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(m),
+    };
+    let mut answers = reflection
+        .server_reflection_info(tokio_stream::iter(vec![
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol(
+                "noiseda.v1.Training".into(),
+            )),
+        ]))
+        .await
+        .unwrap()
+        .into_inner();
+    match answers.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::ListServicesResponse(l)) => {
+            let names: Vec<&str> = l.service.iter().map(|s| s.name.as_str()).collect();
+            assert!(names.contains(&"noiseda.v1.Training"), "{names:?}");
+            assert!(names.contains(&"grpc.health.v1.Health"), "{names:?}");
+        }
+        other => panic!("{other:?}"),
+    }
+    match answers.message().await.unwrap().unwrap().message_response {
+        Some(MessageResponse::FileDescriptorResponse(f)) => {
+            assert!(!f.file_descriptor_proto.is_empty())
+        }
+        other => panic!("{other:?}"),
+    }
+
     let toml = tiny_toml("tiny", &clean, 30, 10, Some((&lq, &gt)));
     let job = c
         .start_job(start_request(&toml, ""))
@@ -638,4 +678,120 @@ async fn bad_input_is_named() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+}
+
+/// The `noiseda jobs …` and `noiseda plot --job` commands against a real server, including a
+/// `--follow` that survives the server being killed and restarted on the same address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_client_follows_through_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, _, _) = photos(tmp.path());
+    let data = tmp.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start_on(&listen, &data, &[]);
+    let spec = tmp.path().join("job.toml");
+    std::fs::write(&spec, tiny_toml("cli", &clean, 1500, 100, None)).unwrap();
+    let bin = env!("CARGO_BIN_EXE_noiseda");
+    let follower = std::process::Command::new(bin)
+        .args(["jobs", "--server", &listen, "submit"])
+        .arg(&spec)
+        .args(["--follow", "--request-id", "cli-1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let mut c = server.client().await;
+    let id = loop {
+        let jobs = c
+            .list_jobs(pb::ListJobsRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .jobs;
+        if let Some(j) = jobs.first() {
+            break j.id.clone();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    wait_for(&mut c, &id, "steps", |j| {
+        j.progress.is_some_and(|p| p.step >= 300)
+    })
+    .await;
+    server.kill();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let server = Server::start_on(&listen, &data, &[]);
+    let out = tokio::task::spawn_blocking(move || follower.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}\n{}", server.log_text());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), id);
+    assert!(stderr.contains("reconnecting from seq"), "{stderr}");
+    assert!(stderr.contains("completed"), "{stderr}");
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin)
+            .env("NOISEDA_SERVER", &listen)
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, json, _) = run(&["jobs", "get", &id, "--json"]);
+    assert!(ok);
+    let job: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(job["state"], "completed");
+    assert_eq!(job["restarts"], 1);
+    let (ok, list, _) = run(&["jobs", "list", "--state", "completed"]);
+    assert!(
+        ok && list.contains(&id) && list.contains("1500/1500"),
+        "{list}"
+    );
+    let (ok, csv, _) = run(&["jobs", "metrics", &id, "--csv"]);
+    assert!(ok);
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "seq,step,wall_time,split,series,value");
+    assert_eq!(lines.len(), 1 + 1500);
+    assert!(lines[1500].starts_with("1500,1500,"), "{}", lines[1500]);
+
+    let out_dir = tmp.path().join("exported");
+    let (ok, msg, err) = run(&[
+        "jobs",
+        "export",
+        &id,
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--weights",
+        "raw",
+    ]);
+    assert!(ok, "{err}");
+    assert!(msg.contains("step-00001500"), "{msg}");
+    let model = noiseda::artifact::load(&out_dir, &candle::Device::Cpu).unwrap();
+    assert_eq!(model.manifest.step, 1500);
+
+    let png = tmp.path().join("curve.png");
+    let (ok, _, err) = run(&["plot", "--job", &id, "--out", png.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let img = image::open(&png).unwrap();
+    assert!(
+        img.width() >= 400 && img.height() == 400,
+        "{}x{}",
+        img.width(),
+        img.height()
+    );
+
+    let (ok, _, err) = run(&["jobs", "cancel", &id]);
+    assert!(!ok && err.contains("completed"), "{err}");
+    let (ok, _, err) = run(&["jobs", "get", "nope"]);
+    assert!(!ok && err.contains("not found"), "{err}");
 }

@@ -462,7 +462,12 @@ pub async fn follow(server: &str, id: &str, progress: bool) -> Result<pb::Job> {
                         RECONNECT_FOR.as_secs()
                     )));
                 }
-                bar.println(format!("stream lost ({e}); reconnecting from seq {next}"));
+                let msg = format!("stream lost ({e}); reconnecting from seq {next}");
+                if bar.is_hidden() {
+                    eprintln!("{msg}");
+                } else {
+                    bar.println(msg);
+                }
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

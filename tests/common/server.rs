@@ -17,8 +17,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `noiseda serve` on `data_dir` (stderr goes to `<data_dir>.log`).
+    /// Starts `noiseda serve` on 127.0.0.1:0 with `data_dir` (stderr goes to a log file
+    /// next to it).
     pub fn start(data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_on("127.0.0.1:0", data_dir, extra)
+    }
+
+    /// The same on a given address (to restart a server where its clients expect it).
+    pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Self {
         let log = data_dir.with_extension(format!(
             "{}.log",
             std::time::SystemTime::now()
@@ -27,7 +33,7 @@ impl Server {
                 .as_nanos()
         ));
         let mut child = Command::new(env!("CARGO_BIN_EXE_noiseda"))
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", listen])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
