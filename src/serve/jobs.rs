@@ -298,7 +298,22 @@ impl Manager {
                 1
             };
             if busy < cap {
-                self.start(&mut inner, job)?;
+                let id = job.id.clone();
+                if let Err(e) = self.start(&mut inner, job) {
+                    tracing::error!(job = %id, error = %e, "could not start");
+                    inner.running.remove(&id);
+                    self.store.set_state(
+                        &id,
+                        State::Failed,
+                        Some(&format!("could not start: {e}")),
+                    )?;
+                    if let Some(live) = inner.live.remove(&id) {
+                        live.send_replace(Live {
+                            last_seq: 0,
+                            ended: true,
+                        });
+                    }
+                }
             }
         }
         drop(inner);
