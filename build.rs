@@ -5,7 +5,11 @@ use prost::Message;
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=proto");
     let fds = protox::compile(
-        ["noiseda/v1/model.proto", "noiseda/v1/training.proto"],
+        [
+            "noiseda/v1/model.proto",
+            "noiseda/v1/training.proto",
+            "noiseda/v1/restore.proto",
+        ],
         ["proto"],
     )?;
     let out = std::path::PathBuf::from(std::env::var("OUT_DIR")?);

@@ -45,6 +45,12 @@ pub enum Error {
     /// Something with that name already exists.
     #[error("already exists: {0}")]
     AlreadyExists(String),
+    /// A bounded queue is full.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    /// A request's deadline passed before it was served.
+    #[error("deadline exceeded: {0}")]
+    DeadlineExceeded(String),
     /// The server is not ready or is shutting down.
     #[error("unavailable: {0}")]
     Unavailable(String),
@@ -107,27 +113,34 @@ impl Error {
     }
 }
 
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
+impl Error {
+    /// The gRPC status code of this error (the one mapping of the crate).
+    pub fn code(&self) -> tonic::Code {
         use tonic::Code;
-        let msg = err.to_string();
-        let code = match &err {
-            Error::Config { .. }
-            | Error::Spec(_)
-            | Error::InvalidArgument(_)
-            | Error::Image { .. } => Code::InvalidArgument,
+        match self {
+            Error::Config { .. } | Error::Spec(_) | Error::InvalidArgument(_) | Error::Image { .. } => {
+                Code::InvalidArgument
+            }
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
-            Error::Data(_)
-            | Error::Checkpoint(_)
-            | Error::Artifact(_)
-            | Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) | Error::Store(_) => {
-                tracing::error!(error = %msg, "internal error");
-                Code::Internal
+            Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Data(_) | Error::Checkpoint(_) | Error::Artifact(_) | Error::FailedPrecondition(_) => {
+                Code::FailedPrecondition
             }
-        };
+            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) | Error::Store(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        let msg = err.to_string();
+        let code = err.code();
+        if code == tonic::Code::Internal {
+            tracing::error!(error = %msg, "internal error");
+        }
         let violations = err.field_violations();
         if violations.is_empty() {
             return tonic::Status::new(code, msg);

@@ -89,8 +89,18 @@ enum Command {
     },
     /// Restore an image file, or every image of a folder into an output folder.
     Restore {
+        /// Model artifact directory (local inference).
+        #[arg(long, required_unless_present = "server", conflicts_with = "server")]
+        model: Option<PathBuf>,
+        /// Restore through a server's Restore service instead (host:port).
         #[arg(long)]
-        model: PathBuf,
+        server: Option<String>,
+        /// With --server: the model name (default: the server's default model).
+        #[arg(long, requires = "server", default_value = "")]
+        model_name: String,
+        /// With --server: requests in flight at once.
+        #[arg(long, requires = "server", default_value_t = 4)]
+        concurrency: usize,
         input: PathBuf,
         output: PathBuf,
         /// Tiled inference with this tile size (bounded memory on large images).
@@ -214,6 +224,42 @@ struct ServeArgs {
     /// Seconds running jobs get to checkpoint after SIGTERM.
     #[arg(long, env = "NOISEDA_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Services to run: all, training or restore.
+    #[arg(long, env = "NOISEDA_ROLE", value_enum, default_value = "all")]
+    role: noiseda::serve::Role,
+    /// Device of the Restore service's models.
+    #[arg(long, env = "NOISEDA_RESTORE_DEVICE", default_value = "cpu")]
+    restore_device: String,
+    /// Model to make the default at start (default: the first in --model-dir by name).
+    #[arg(long, env = "NOISEDA_DEFAULT_MODEL")]
+    default_model: Option<String>,
+    /// Images per forward pass.
+    #[arg(long, env = "NOISEDA_MAX_BATCH_SIZE", default_value_t = 8)]
+    max_batch_size: usize,
+    /// Padded pixels per forward pass.
+    #[arg(long, env = "NOISEDA_MAX_BATCH_PIXELS", default_value_t = 4 << 20)]
+    max_batch_pixels: usize,
+    /// Microseconds the oldest queued image may wait for others to fill its batch.
+    #[arg(long, env = "NOISEDA_MAX_BATCH_WAIT_US", default_value_t = 0)]
+    max_batch_wait_us: u64,
+    /// Images queued for inference across all models; beyond it Restore answers
+    /// RESOURCE_EXHAUSTED.
+    #[arg(long, env = "NOISEDA_MAX_QUEUE", default_value_t = 64)]
+    max_queue: usize,
+    /// Larger images are tiled (with --tile-size) or rejected.
+    #[arg(long, env = "NOISEDA_MAX_IMAGE_PIXELS", default_value_t = 4 << 20)]
+    max_image_pixels: usize,
+    /// Larger images are rejected before decoding, tiled or not.
+    #[arg(long, env = "NOISEDA_MAX_INPUT_PIXELS", default_value_t = 64 << 20)]
+    max_input_pixels: usize,
+    #[arg(long, env = "NOISEDA_MAX_IMAGES_PER_REQUEST", default_value_t = 32)]
+    max_images_per_request: usize,
+    /// Tile side for images over --max-image-pixels (0 = reject them).
+    #[arg(long, env = "NOISEDA_TILE_SIZE", default_value_t = 512)]
+    tile_size: usize,
+    /// Tile overlap (0 = tile/4, at least 16).
+    #[arg(long, env = "NOISEDA_TILE_OVERLAP", default_value_t = 0)]
+    tile_overlap: usize,
 }
 
 #[derive(Subcommand)]
@@ -311,6 +357,24 @@ fn serve(args: ServeArgs) -> Result<()> {
         cpu_jobs: args.cpu_jobs,
         payload_limit: args.payload_limit,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+        role: args.role,
+        restore: noiseda::serve::RestoreOptions {
+            device: args.restore_device,
+            batch: noiseda::serve::batcher::BatchOptions {
+                max_batch_size: args.max_batch_size,
+                max_batch_pixels: args.max_batch_pixels,
+                max_batch_wait: std::time::Duration::from_micros(args.max_batch_wait_us),
+                max_queue: args.max_queue,
+            },
+            limits: noiseda::serve::restore::Limits {
+                max_image_pixels: args.max_image_pixels,
+                max_input_pixels: args.max_input_pixels,
+                max_images_per_request: args.max_images_per_request,
+                tile_size: args.tile_size,
+                tile_overlap: args.tile_overlap,
+            },
+            default_model: args.default_model,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -568,11 +632,36 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Restore {
-            model,
+            server: Some(server),
+            model_name,
+            concurrency,
+            input,
+            output,
+            tile,
+            ..
+        } => {
+            let written = client_runtime()?.block_on(client::restore_remote(
+                &server,
+                &model_name,
+                &input,
+                &output,
+                concurrency,
+                tile,
+                progress,
+            ))?;
+            eprintln!(
+                "restored {} image(s) into {} via {server}",
+                written.len(),
+                output.display()
+            );
+        }
+        Command::Restore {
+            model: Some(model),
             input,
             output,
             tile,
             overlap,
+            ..
         } => {
             let model = artifact::load(&model, &candle::Device::Cpu)?;
             let written = noiseda::infer::restore_path(
@@ -587,6 +676,9 @@ fn run(cli: Cli) -> Result<()> {
                 written.len(),
                 output.display()
             );
+        }
+        Command::Restore { .. } => {
+            unreachable!("clap requires --model or --server")
         }
         Command::Degrade {
             input,

@@ -89,6 +89,55 @@ pub fn restore_image(
     Image::from_tensor(&range.from_net(&out)?.clamp(0f32, 1f32)?)
 }
 
+/// The side an image is replicate-padded to before it enters `net`.
+pub fn padded_side(net: &Restorer, side: usize) -> usize {
+    side.div_ceil(net.multiple()) * net.multiple()
+}
+
+/// Restores several images in one forward pass. Their padded sizes ([`padded_side`]) must be
+/// equal; each is replicate-padded exactly as [`restore_image`] pads it alone, so the results
+/// equal the one-image results.
+pub fn restore_batch(
+    net: &Restorer,
+    range: DataRange,
+    images: &[&Image],
+    device: &Device,
+) -> Result<Vec<Image>> {
+    let Some(first) = images.first() else {
+        return Ok(Vec::new());
+    };
+    let (ph, pw) = (
+        padded_side(net, first.height),
+        padded_side(net, first.width),
+    );
+    let xs = images
+        .iter()
+        .map(|img| {
+            if (padded_side(net, img.height), padded_side(net, img.width)) != (ph, pw) {
+                return Err(Error::InvalidArgument(format!(
+                    "a batch needs one padded size: {}×{} does not pad to {pw}×{ph}",
+                    img.width, img.height
+                )));
+            }
+            let x = range.to_net(&img.to_tensor(device)?)?;
+            Ok(x.pad_with_same(1, 0, ph - img.height)?
+                .pad_with_same(2, 0, pw - img.width)?)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let out = net.restore(&Tensor::stack(&xs, 0)?, false)?;
+    images
+        .iter()
+        .enumerate()
+        .map(|(k, img)| {
+            let y = out
+                .get(k)?
+                .narrow(1, 0, img.height)?
+                .narrow(2, 0, img.width)?;
+            Image::from_tensor(&range.from_net(&y)?.clamp(0f32, 1f32)?)
+        })
+        .collect()
+}
+
 fn restore_tiled(net: &Restorer, xs: &Tensor, t: Tiling) -> Result<Tensor> {
     t.validate()?;
     // Pad the whole image as an untiled pass would, so border tiles see the same borders.
@@ -138,17 +187,14 @@ fn restore_tiled(net: &Restorer, xs: &Tensor, t: Tiling) -> Result<Tensor> {
     Ok(out.narrow(1, 0, h0)?.narrow(2, 0, w0)?)
 }
 
-/// Restores one file, or every image of a folder into an output folder (same file names).
-/// Returns the files written.
-pub fn restore_path(
-    model: &crate::artifact::LoadedModel,
+/// The (input, output) files of a restore: one file, or every image of a folder into an output
+/// folder (same file names). Refuses to restore a folder into itself.
+pub fn restore_plan(
     input: &std::path::Path,
     output: &std::path::Path,
-    tiling: Option<Tiling>,
-    progress: bool,
-) -> Result<Vec<std::path::PathBuf>> {
-    use crate::data::{list_images, load_rgb, save_rgb};
-    let jobs: Vec<(std::path::PathBuf, std::path::PathBuf)> = if input.is_dir() {
+) -> Result<Vec<(std::path::PathBuf, std::path::PathBuf)>> {
+    use crate::data::list_images;
+    Ok(if input.is_dir() {
         let same = output.exists()
             && std::fs::canonicalize(input).ok() == std::fs::canonicalize(output).ok();
         if same {
@@ -180,7 +226,34 @@ pub fn restore_path(
             )));
         }
         vec![(input.to_path_buf(), output.to_path_buf())]
-    };
+    })
+}
+
+/// Writes `bytes` under a temporary name, then renames: no half-written file under the real name.
+pub fn write_atomic(dst: &std::path::Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let name = dst
+        .file_name()
+        .ok_or_else(|| Error::InvalidArgument(format!("{} has no file name", dst.display())))?
+        .to_string_lossy();
+    let partial = dst.with_file_name(format!(".partial-{name}"));
+    std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
+    std::fs::rename(&partial, dst).map_err(|e| Error::io(dst, e))
+}
+
+/// Restores one file, or every image of a folder into an output folder (same file names).
+/// Returns the files written.
+pub fn restore_path(
+    model: &crate::artifact::LoadedModel,
+    input: &std::path::Path,
+    output: &std::path::Path,
+    tiling: Option<Tiling>,
+    progress: bool,
+) -> Result<Vec<std::path::PathBuf>> {
+    use crate::data::{load_rgb, save_rgb};
+    let jobs = restore_plan(input, output)?;
     let bar = if progress && jobs.len() > 1 {
         indicatif::ProgressBar::new(jobs.len() as u64)
     } else {

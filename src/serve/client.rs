@@ -473,3 +473,97 @@ pub async fn follow(server: &str, id: &str, progress: bool) -> Result<pb::Job> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// The output format a file name asks for (by extension).
+fn format_for(path: &Path) -> Result<pb::OutputFormat> {
+    let ext = path
+        .extension()
+        .map(|e| e.to_string_lossy().to_ascii_lowercase())
+        .unwrap_or_default();
+    match ext.as_str() {
+        "png" => Ok(pb::OutputFormat::Png),
+        "jpg" | "jpeg" => Ok(pb::OutputFormat::Jpeg),
+        "webp" => Ok(pb::OutputFormat::Webp),
+        _ => Err(Error::InvalidArgument(format!(
+            "output {} needs a png, jpg or webp extension",
+            path.display()
+        ))),
+    }
+}
+
+/// Restores a file or a folder through a server's Restore service, `concurrency` requests at a
+/// time; returns the files written.
+pub async fn restore_remote(
+    server: &str,
+    model: &str,
+    input: &Path,
+    output: &Path,
+    concurrency: usize,
+    tile: Option<usize>,
+    progress: bool,
+) -> Result<Vec<PathBuf>> {
+    let plan = crate::infer::restore_plan(input, output)?;
+    for (_, dst) in &plan {
+        format_for(dst)?;
+    }
+    let url = endpoint(server);
+    let channel = tonic::transport::Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::InvalidArgument(format!("--server {server}: {e}")))?
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable(format!("cannot reach the server at {url}: {e}")))?;
+    let client = pb::restore_client::RestoreClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let bar = if progress && plan.len() > 1 {
+        indicatif::ProgressBar::new(plan.len() as u64)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut written = Vec::new();
+    for (src, dst) in plan {
+        let permit = permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        let mut client = client.clone();
+        let (model, url) = (model.to_string(), url.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let data = std::fs::read(&src).map_err(|e| Error::io(&src, e))?;
+            let req = pb::RestoreRequest {
+                images: vec![pb::ImageInput {
+                    image: Some(pb::image_input::Image::Encoded(pb::EncodedImage { data })),
+                }],
+                model,
+                output_format: format_for(&dst)? as i32,
+                tile_size: tile.unwrap_or(0) as u32,
+                ..Default::default()
+            };
+            let resp = client
+                .restore(req)
+                .await
+                .map_err(|s| status(&url, s))
+                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", src.display())))?
+                .into_inner();
+            let img = resp.images.into_iter().next().ok_or_else(|| {
+                Error::Unavailable(format!("{}: the server returned no image", src.display()))
+            })?;
+            crate::infer::write_atomic(&dst, &img.data)?;
+            Ok::<_, Error>(dst)
+        });
+        while let Some(done) = tasks.try_join_next() {
+            written.push(done.map_err(|e| Error::Unavailable(format!("restore task failed: {e}")))??);
+            bar.inc(1);
+        }
+    }
+    while let Some(done) = tasks.join_next().await {
+        written.push(done.map_err(|e| Error::Unavailable(format!("restore task failed: {e}")))??);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(written)
+}

@@ -1,9 +1,12 @@
 //! `noiseda serve`: the gRPC server (Training service, grpc.health.v1, reflection), its
 //! Prometheus endpoint and graceful shutdown; plus the client used by `noiseda jobs`.
 
+pub mod batcher;
 pub mod client;
 pub mod jobs;
 pub mod prom;
+pub mod registry;
+pub mod restore;
 pub mod store;
 pub mod training;
 
@@ -22,6 +25,36 @@ use jobs::{Manager, ManagerOptions};
 
 /// Health service name of the training service (readiness).
 pub const TRAINING_SERVICE: &str = "noiseda.v1.Training";
+/// Health service name of the restore service (ready once a default model is loaded).
+pub const RESTORE_SERVICE: &str = "noiseda.v1.Restore";
+
+/// Which services a process serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// Training and Restore (+ Models).
+    All,
+    Training,
+    Restore,
+}
+
+impl Role {
+    fn training(self) -> bool {
+        matches!(self, Role::All | Role::Training)
+    }
+    fn restore(self) -> bool {
+        matches!(self, Role::All | Role::Restore)
+    }
+}
+
+/// Settings of the Restore side.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub device: String,
+    pub batch: batcher::BatchOptions,
+    pub limits: restore::Limits,
+    /// Model to make the default at start (else the first loaded, by name).
+    pub default_model: Option<String>,
+}
 
 /// Server settings (the `noiseda serve` flags).
 #[derive(Debug, Clone)]
@@ -29,6 +62,7 @@ pub struct ServeOptions {
     pub listen: SocketAddr,
     /// Prometheus `GET /metrics` address.
     pub metrics_listen: SocketAddr,
+    pub role: Role,
     pub data_dir: PathBuf,
     pub model_dir: PathBuf,
     pub devices: Vec<String>,
@@ -37,6 +71,7 @@ pub struct ServeOptions {
     pub payload_limit: usize,
     /// How long running jobs get to checkpoint after SIGTERM.
     pub shutdown_grace: Duration,
+    pub restore: RestoreOptions,
 }
 
 impl ServeOptions {
@@ -98,7 +133,13 @@ pub async fn serve(
 ) -> Result<()> {
     opts.check()?;
     let prom = Arc::new(prom::Prom::new());
-    let manager = {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_service_status("", ServingStatus::Serving)
+        .await;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    let manager = if opts.role.training() {
         let (mopts, prom) = (
             ManagerOptions {
                 data_dir: opts.data_dir.clone(),
@@ -108,28 +149,112 @@ pub async fn serve(
             },
             prom.clone(),
         );
-        tokio::task::spawn_blocking(move || Manager::open(mopts, prom))
+        Some(
+            tokio::task::spawn_blocking(move || Manager::open(mopts, prom))
+                .await
+                .map_err(|e| Error::Unavailable(format!("job manager did not start: {e}")))??,
+        )
+    } else {
+        None
+    };
+    let registry = if opts.role.restore() {
+        let device = crate::device::open(&opts.restore.device)?;
+        std::fs::create_dir_all(&opts.model_dir).map_err(|e| Error::io(&opts.model_dir, e))?;
+        let registry = Arc::new(registry::Registry::new(
+            opts.model_dir.clone(),
+            device,
+            opts.restore.batch,
+            prom.clone(),
+        ));
+        // Readiness of the Restore service follows "a default model is loaded".
+        let mut ready_rx = registry.ready();
+        let health = health_reporter.clone();
+        let mut draining = shutdown_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                let serving = *ready_rx.borrow_and_update() && !*draining.borrow();
+                let status = if serving {
+                    ServingStatus::Serving
+                } else {
+                    ServingStatus::NotServing
+                };
+                health.set_service_status(RESTORE_SERVICE, status).await;
+                tokio::select! {
+                    r = ready_rx.changed() => if r.is_err() { break },
+                    r = draining.changed() => if r.is_err() { break },
+                }
+            }
+        });
+        let (r, default) = (registry.clone(), opts.restore.default_model.clone());
+        let names = tokio::task::spawn_blocking(move || r.load_all(default.as_deref()))
             .await
-            .map_err(|e| Error::Unavailable(format!("job manager did not start: {e}")))??
+            .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
+        tracing::info!(models = ?names, "restore models loaded");
+        Some(registry)
+    } else {
+        None
     };
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::InvalidArgument(format!("reflection: {e}")))?;
-
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let training = pb::training_server::TrainingServer::new(training::TrainingService::new(
-        manager.clone(),
-        shutdown_rx.clone(),
-    ))
-    .max_decoding_message_size(opts.payload_limit)
-    .max_encoding_message_size(opts.payload_limit);
+    let limit = opts.payload_limit;
+    let training = manager.as_ref().map(|m| {
+        pb::training_server::TrainingServer::new(training::TrainingService::new(
+            m.clone(),
+            shutdown_rx.clone(),
+        ))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+    });
+    let (restore_svc, models_svc) = match &registry {
+        Some(r) => {
+            let o = &opts.restore;
+            let info = pb::ServerInfoResponse {
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                device: o.device.clone(),
+                roles: [("training", opts.role.training()), ("restore", true)]
+                    .into_iter()
+                    .filter(|(_, on)| *on)
+                    .map(|(n, _)| n.to_string())
+                    .collect(),
+                payload_limit: limit as u64,
+                max_batch_size: o.batch.max_batch_size as u32,
+                max_batch_pixels: o.batch.max_batch_pixels as u64,
+                max_batch_wait_us: o.batch.max_batch_wait.as_micros() as u64,
+                max_queue: o.batch.max_queue as u32,
+                max_image_pixels: o.limits.max_image_pixels as u64,
+                max_input_pixels: o.limits.max_input_pixels as u64,
+                tile_size: o.limits.tile_size as u32,
+                tile_overlap: o.limits.tile_overlap as u32,
+                max_images_per_request: o.limits.max_images_per_request as u32,
+                default_model: String::new(),
+            };
+            (
+                Some(
+                    pb::restore_server::RestoreServer::new(restore::RestoreService::new(
+                        r.clone(),
+                        o.limits,
+                        prom.clone(),
+                        shutdown_rx.clone(),
+                    ))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+                ),
+                Some(
+                    pb::models_server::ModelsServer::new(restore::ModelsService::new(
+                        r.clone(),
+                        info,
+                    ))
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit),
+                ),
+            )
+        }
+        None => (None, None),
+    };
 
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
@@ -144,16 +269,16 @@ pub async fn serve(
     .await?;
     let metrics_task = tokio::spawn(metrics_server);
 
-    {
-        let m = manager.clone();
+    if let Some(m) = &manager {
+        let m = m.clone();
         tokio::task::spawn_blocking(move || m.schedule())
             .await
             .map_err(|e| Error::Unavailable(format!("scheduler did not start: {e}")))??;
+        health_reporter
+            .set_service_status(TRAINING_SERVICE, ServingStatus::Serving)
+            .await;
     }
-    health_reporter
-        .set_service_status(TRAINING_SERVICE, ServingStatus::Serving)
-        .await;
-    tracing::info!(%addr, %metrics_addr, data_dir = %opts.data_dir.display(), "serving");
+    tracing::info!(%addr, %metrics_addr, role = ?opts.role, data_dir = %opts.data_dir.display(), "serving");
     ready(addr, metrics_addr);
 
     let drain = {
@@ -162,26 +287,35 @@ pub async fn serve(
         async move {
             stop.await;
             tracing::info!("shutting down: readiness off, streams ending, jobs checkpointing");
-            health
-                .set_service_status(TRAINING_SERVICE, ServingStatus::NotServing)
-                .await;
-            let _ = tokio::task::spawn_blocking(move || m.begin_shutdown()).await;
+            for service in [TRAINING_SERVICE, RESTORE_SERVICE] {
+                health
+                    .set_service_status(service, ServingStatus::NotServing)
+                    .await;
+            }
             let _ = shutdown_tx.send(true);
+            if let Some(m) = m {
+                let _ = tokio::task::spawn_blocking(move || m.begin_shutdown()).await;
+            }
         }
     };
     tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(training)
+        .add_optional_service(training)
+        .add_optional_service(restore_svc)
+        .add_optional_service(models_svc)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
         .await
         .map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))?;
 
     let grace = opts.shutdown_grace;
-    let left = tokio::task::spawn_blocking(move || manager.shutdown(grace))
-        .await
-        .unwrap_or(0);
+    let left = match manager {
+        Some(m) => tokio::task::spawn_blocking(move || m.shutdown(grace))
+            .await
+            .unwrap_or(0),
+        None => 0,
+    };
     let _ = metrics_task.await;
     tracing::info!(jobs_left_running = left, "stopped");
     Ok(())

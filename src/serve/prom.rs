@@ -21,7 +21,19 @@ pub struct Prom {
     val: GaugeVec,
     step_seconds: Histogram,
     checkpoints: IntCounter,
+    requests: IntCounterVec,
+    queue_seconds: Histogram,
+    batch_size: Histogram,
+    batch_pixels: Histogram,
+    inference_seconds: Histogram,
+    expired: IntCounter,
+    image_pixels: Histogram,
 }
+
+/// Latency buckets of the restore path, seconds.
+const LATENCY: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 fn registered<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
     r.register(Box::new(c.clone()))
@@ -82,6 +94,61 @@ impl Prom {
             &r,
             IntCounter::new("noiseda_checkpoints_total", "Checkpoints written").expect("valid"),
         );
+        let requests = registered(
+            &r,
+            IntCounterVec::new(
+                Opts::new(
+                    "noiseda_restore_requests_total",
+                    "Restore requests by RPC and gRPC status code",
+                ),
+                &["method", "code"],
+            )
+            .expect("valid"),
+        );
+        for method in ["Restore", "RestoreStream"] {
+            for code in ["Ok", "InvalidArgument", "NotFound", "ResourceExhausted", "DeadlineExceeded", "Unavailable"] {
+                requests.with_label_values(&[method, code]).inc_by(0);
+            }
+        }
+        let hist = |name: &str, help: &str, buckets: Vec<f64>| {
+            registered(
+                &r,
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid"),
+            )
+        };
+        let queue_seconds = hist(
+            "noiseda_restore_queue_seconds",
+            "Time an image waited in the queue for its batch",
+            LATENCY.to_vec(),
+        );
+        let inference_seconds = hist(
+            "noiseda_restore_inference_seconds",
+            "Forward pass time of a batch",
+            LATENCY.to_vec(),
+        );
+        let batch_size = hist(
+            "noiseda_restore_batch_size",
+            "Images per forward pass",
+            vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0],
+        );
+        let batch_pixels = hist(
+            "noiseda_restore_batch_pixels",
+            "Padded pixels per forward pass",
+            vec![65_536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0, 67_108_864.0],
+        );
+        let image_pixels = hist(
+            "noiseda_restore_image_pixels",
+            "Pixels per requested image",
+            vec![65_536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0, 67_108_864.0],
+        );
+        let expired = registered(
+            &r,
+            IntCounter::new(
+                "noiseda_restore_expired_total",
+                "Images whose deadline passed while queued",
+            )
+            .expect("valid"),
+        );
         Self {
             registry: r,
             jobs,
@@ -90,6 +157,13 @@ impl Prom {
             val,
             step_seconds,
             checkpoints,
+            requests,
+            queue_seconds,
+            batch_size,
+            batch_pixels,
+            inference_seconds,
+            expired,
+            image_pixels,
         }
     }
 
@@ -115,6 +189,30 @@ impl Prom {
 
     pub fn checkpoint(&self) {
         self.checkpoints.inc();
+    }
+
+    pub fn request(&self, method: &str, code: tonic::Code) {
+        self.requests
+            .with_label_values(&[method, &format!("{code:?}")])
+            .inc();
+    }
+
+    pub fn image(&self, pixels: usize) {
+        self.image_pixels.observe(pixels as f64);
+    }
+
+    pub fn queued(&self, waited: std::time::Duration) {
+        self.queue_seconds.observe(waited.as_secs_f64());
+    }
+
+    pub fn batch(&self, images: usize, pixels: usize, took: std::time::Duration) {
+        self.batch_size.observe(images as f64);
+        self.batch_pixels.observe(pixels as f64);
+        self.inference_seconds.observe(took.as_secs_f64());
+    }
+
+    pub fn expired(&self) {
+        self.expired.inc();
     }
 
     /// The text exposition of every series.

@@ -1,0 +1,317 @@
+//! The model registry of the Restore service: loaded restorers by name (each with its own
+//! model thread and batcher), the default model, atomic hot swap after a warm-up pass, unload.
+//! Loading blocks (reads and verifies the artifact, warms the model up); call it off the
+//! async runtime.
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use candle::Device;
+use tokio::sync::{oneshot, watch, Semaphore};
+
+use super::batcher::{BatchOptions, Batcher, Job};
+use super::prom::Prom;
+use crate::artifact::{self, Manifest};
+use crate::data::Image;
+use crate::{Error, Result};
+
+/// One loaded version of a model.
+pub struct Served {
+    pub name: String,
+    pub version: String,
+    pub manifest: Manifest,
+    pub dir: PathBuf,
+    pub loaded_at: SystemTime,
+    pub batcher: Batcher,
+}
+
+#[derive(Default)]
+struct Models {
+    by_name: BTreeMap<String, Arc<Served>>,
+    default: Option<String>,
+}
+
+pub struct Registry {
+    models: RwLock<Models>,
+    model_dir: PathBuf,
+    device: Device,
+    batch: BatchOptions,
+    prom: Arc<Prom>,
+    /// Server-wide bound on queued images (each queued image holds one permit).
+    pub permits: Arc<Semaphore>,
+    /// True while a default model is loaded (the Restore service's readiness).
+    ready: watch::Sender<bool>,
+}
+
+impl Registry {
+    pub fn new(model_dir: PathBuf, device: Device, batch: BatchOptions, prom: Arc<Prom>) -> Self {
+        Self {
+            models: RwLock::new(Models::default()),
+            model_dir,
+            device,
+            permits: Arc::new(Semaphore::new(batch.max_queue)),
+            batch,
+            prom,
+            ready: watch::channel(false).0,
+        }
+    }
+
+    pub fn ready(&self) -> watch::Receiver<bool> {
+        self.ready.subscribe()
+    }
+
+    pub fn model_dir(&self) -> &Path {
+        &self.model_dir
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    pub fn batch_options(&self) -> BatchOptions {
+        self.batch
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Models> {
+        self.models.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Models> {
+        self.models.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn publish_readiness(&self, m: &Models) {
+        self.ready.send_replace(m.default.is_some());
+    }
+
+    /// Loads every artifact directory directly under the model directory (sorted by name; the
+    /// first becomes the default unless `default` names one). Unloadable ones are logged and
+    /// skipped. Returns the names loaded.
+    pub fn load_all(&self, default: Option<&str>) -> Result<Vec<String>> {
+        let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&self.model_dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(artifact::MANIFEST_FILE).is_file())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&self.model_dir, e)),
+        };
+        dirs.sort();
+        let mut loaded = Vec::new();
+        for dir in dirs {
+            let name = dir_name(&dir);
+            match self.load(&dir, &name, "", default == Some(name.as_str())) {
+                Ok(s) => loaded.push(s.name.clone()),
+                Err(e) => tracing::error!(model = %name, error = %e, "not loaded"),
+            }
+        }
+        if let Some(d) = default {
+            if !loaded.iter().any(|n| n == d) {
+                return Err(Error::NotFound(format!(
+                    "--default-model `{d}` is not a loadable artifact in {}",
+                    self.model_dir.display()
+                )));
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Resolves a LoadModel path: relative to the model directory, or absolute inside it.
+    pub fn resolve(&self, path: &str) -> Result<PathBuf> {
+        let p = Path::new(path);
+        if path.is_empty() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(Error::InvalidArgument(format!(
+                "path `{path}`: give an artifact directory inside the model directory {} (no `..`)",
+                self.model_dir.display()
+            )));
+        }
+        let full = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.model_dir.join(p)
+        };
+        if !full.starts_with(&self.model_dir) {
+            return Err(Error::InvalidArgument(format!(
+                "path `{path}` is outside the model directory {}",
+                self.model_dir.display()
+            )));
+        }
+        if !full.join(artifact::MANIFEST_FILE).is_file() {
+            return Err(Error::NotFound(format!(
+                "no model artifact at {} (expected {})",
+                full.display(),
+                artifact::MANIFEST_FILE
+            )));
+        }
+        Ok(full)
+    }
+
+    /// Loads an artifact as `name` (replacing the loaded version after a warm-up pass; the old
+    /// version keeps serving until then and if anything fails).
+    pub fn load(&self, dir: &Path, name: &str, version: &str, make_default: bool) -> Result<Arc<Served>> {
+        check_name(name)?;
+        let t0 = Instant::now();
+        let model = artifact::load(dir, &self.device)?;
+        let version = if version.is_empty() {
+            model.manifest.sha256.chars().take(12).collect()
+        } else {
+            version.to_string()
+        };
+        let batcher = Batcher::spawn(
+            name,
+            model.net,
+            model.manifest.range,
+            self.device.clone(),
+            self.batch,
+            self.prom.clone(),
+        )?;
+        let served = Arc::new(Served {
+            name: name.to_string(),
+            version,
+            manifest: model.manifest,
+            dir: model.dir,
+            loaded_at: SystemTime::now(),
+            batcher,
+        });
+        warm_up(&served, &self.permits)?;
+        let mut m = self.write();
+        let old = m.by_name.insert(name.to_string(), served.clone());
+        if make_default || m.default.is_none() {
+            m.default = Some(name.to_string());
+        }
+        self.publish_readiness(&m);
+        drop(m);
+        tracing::info!(
+            model = %name,
+            version = %served.version,
+            replaced = ?old.map(|o| o.version.clone()),
+            ms = t0.elapsed().as_millis() as u64,
+            "model loaded and warmed up"
+        );
+        Ok(served)
+    }
+
+    /// Stops routing to `name`; queued requests finish, then its thread and memory go.
+    pub fn unload(&self, name: &str) -> Result<()> {
+        let mut m = self.write();
+        if m.by_name.remove(name).is_none() {
+            return Err(self.not_found(&m, name));
+        }
+        if m.default.as_deref() == Some(name) {
+            m.default = m.by_name.keys().next().cloned();
+        }
+        self.publish_readiness(&m);
+        tracing::info!(model = %name, default = ?m.default, "model unloaded");
+        Ok(())
+    }
+
+    pub fn set_default(&self, name: &str) -> Result<Arc<Served>> {
+        let mut m = self.write();
+        let s = m
+            .by_name
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.not_found(&m, name))?;
+        m.default = Some(name.to_string());
+        self.publish_readiness(&m);
+        Ok(s)
+    }
+
+    /// The model for a request: by name ("" = default), checked against `version` when set.
+    pub fn get(&self, name: &str, version: &str) -> Result<Arc<Served>> {
+        let m = self.read();
+        let key = if name.is_empty() {
+            m.default.clone().ok_or_else(|| {
+                Error::Unavailable("no model is loaded (LoadModel or --model-dir)".into())
+            })?
+        } else {
+            name.to_string()
+        };
+        let s = m
+            .by_name
+            .get(&key)
+            .cloned()
+            .ok_or_else(|| self.not_found(&m, &key))?;
+        if !version.is_empty() && s.version != version {
+            return Err(Error::NotFound(format!(
+                "model `{key}` version `{version}` (loaded: `{}`)",
+                s.version
+            )));
+        }
+        Ok(s)
+    }
+
+    fn not_found(&self, m: &Models, name: &str) -> Error {
+        let have: Vec<&str> = m.by_name.keys().map(String::as_str).collect();
+        Error::NotFound(format!(
+            "model `{name}` (loaded: {})",
+            if have.is_empty() {
+                "none".to_string()
+            } else {
+                have.join(", ")
+            }
+        ))
+    }
+
+    /// Every loaded model and whether it is the default.
+    pub fn list(&self) -> Vec<(Arc<Served>, bool)> {
+        let m = self.read();
+        m.by_name
+            .values()
+            .map(|s| (s.clone(), m.default.as_deref() == Some(s.name.as_str())))
+            .collect()
+    }
+
+    pub fn default_name(&self) -> Option<String> {
+        self.read().default.clone()
+    }
+}
+
+fn dir_name(dir: &Path) -> String {
+    dir.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into())
+}
+
+/// Model names: letters, digits, `.`, `_`, `-`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "model name `{name}`: use 1-128 letters, digits, `.`, `_` or `-`"
+        )))
+    }
+}
+
+/// One small image through the model thread before the model takes traffic.
+fn warm_up(served: &Served, permits: &Arc<Semaphore>) -> Result<()> {
+    let side = 64;
+    let image = Image {
+        width: side,
+        height: side,
+        data: vec![0.5; side * side * 3],
+    };
+    let permit = permits.clone().try_acquire_owned().map_err(|_| {
+        Error::Overloaded("the queue is full; cannot warm the model up now".into())
+    })?;
+    let (tx, rx) = oneshot::channel();
+    served.batcher.submit(Job {
+        image,
+        tiling: None,
+        enqueued: Instant::now(),
+        deadline: Some(Instant::now() + Duration::from_secs(600)),
+        reply: tx,
+        permit,
+    })?;
+    rx.blocking_recv()
+        .map_err(|_| Error::Unavailable("the model thread stopped during warm-up".into()))??;
+    Ok(())
+}
