@@ -118,18 +118,22 @@ impl Error {
     pub fn code(&self) -> tonic::Code {
         use tonic::Code;
         match self {
-            Error::Config { .. } | Error::Spec(_) | Error::InvalidArgument(_) | Error::Image { .. } => {
-                Code::InvalidArgument
-            }
+            Error::Config { .. }
+            | Error::Spec(_)
+            | Error::InvalidArgument(_)
+            | Error::Image { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Overloaded(_) => Code::ResourceExhausted,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::Data(_) | Error::Checkpoint(_) | Error::Artifact(_) | Error::FailedPrecondition(_) => {
-                Code::FailedPrecondition
+            Error::Data(_)
+            | Error::Checkpoint(_)
+            | Error::Artifact(_)
+            | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) | Error::Store(_) => {
+                Code::Internal
             }
-            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) | Error::Store(_) => Code::Internal,
         }
     }
 }

@@ -268,7 +268,7 @@ async fn submit_stream_export_and_load() {
     assert!(Path::new(&best.path).ends_with("models/tiny-best"));
 
     // Prometheus: jobs by state, steps, losses.
-    let text = reqwest_lite(&server.metrics).await;
+    let text = common::server::http_get(&server.metrics).await;
     assert!(
         text.contains("noiseda_jobs{state=\"completed\"} 1"),
         "{text}"
@@ -278,23 +278,6 @@ async fn submit_stream_export_and_load() {
         job.id
     )));
     assert!(text.contains("noiseda_train_step_seconds_count 30"));
-}
-
-/// GET over plain HTTP/1.1 (the metrics endpoint) with tokio alone.
-async fn reqwest_lite(url: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
-    s.write_all(
-        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).await.unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -245,7 +245,11 @@ impl Worker {
                 infer::restore_batch(&self.net, self.range, &images, &self.device)
             }
         }))
-        .unwrap_or_else(|_| Err(Error::Unavailable("the model panicked on this batch".into())));
+        .unwrap_or_else(|_| {
+            Err(Error::Unavailable(
+                "the model panicked on this batch".into(),
+            ))
+        });
         let inference = started.elapsed();
         let n = batch.len();
         let (h, w) = self.padded(&batch[0].image);

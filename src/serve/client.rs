@@ -556,7 +556,8 @@ pub async fn restore_remote(
             Ok::<_, Error>(dst)
         });
         while let Some(done) = tasks.try_join_next() {
-            written.push(done.map_err(|e| Error::Unavailable(format!("restore task failed: {e}")))??);
+            written
+                .push(done.map_err(|e| Error::Unavailable(format!("restore task failed: {e}")))??);
             bar.inc(1);
         }
     }

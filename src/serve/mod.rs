@@ -13,7 +13,7 @@ pub mod training;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -281,11 +281,13 @@ pub async fn serve(
     tracing::info!(%addr, %metrics_addr, role = ?opts.role, data_dir = %opts.data_dir.display(), "serving");
     ready(addr, metrics_addr);
 
+    let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<Instant>();
     let drain = {
         let health = health_reporter.clone();
         let m = manager.clone();
         async move {
             stop.await;
+            let _ = draining_tx.send(Instant::now());
             tracing::info!("shutting down: readiness off, streams ending, jobs checkpointing");
             for service in [TRAINING_SERVICE, RESTORE_SERVICE] {
                 health
@@ -298,18 +300,33 @@ pub async fn serve(
             }
         }
     };
-    tonic::transport::Server::builder()
+    let server = tonic::transport::Server::builder()
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(training)
         .add_optional_service(restore_svc)
         .add_optional_service(models_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain)
-        .await
-        .map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))?;
-
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+    // In-flight calls get the grace period to finish; calls that never end by themselves
+    // (health Watch streams, idle RestoreStreams of clients that do not hang up) do not hold the
+    // process beyond it.
     let grace = opts.shutdown_grace;
+    let started_draining = tokio::select! {
+        r = server => {
+            r.map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))?;
+            None
+        }
+        at = async {
+            let at = draining_rx.await.unwrap_or_else(|_| Instant::now());
+            tokio::time::sleep_until((at + grace).into()).await;
+            at
+        } => {
+            tracing::warn!("calls still open after the grace period; closing them");
+            Some(at)
+        }
+    };
+    let grace = started_draining.map_or(grace, |at| grace.saturating_sub(at.elapsed()));
     let left = match manager {
         Some(m) => tokio::task::spawn_blocking(move || m.shutdown(grace))
             .await

@@ -106,14 +106,22 @@ impl Prom {
             .expect("valid"),
         );
         for method in ["Restore", "RestoreStream"] {
-            for code in ["Ok", "InvalidArgument", "NotFound", "ResourceExhausted", "DeadlineExceeded", "Unavailable"] {
+            for code in [
+                "Ok",
+                "InvalidArgument",
+                "NotFound",
+                "ResourceExhausted",
+                "DeadlineExceeded",
+                "Unavailable",
+            ] {
                 requests.with_label_values(&[method, code]).inc_by(0);
             }
         }
         let hist = |name: &str, help: &str, buckets: Vec<f64>| {
             registered(
                 &r,
-                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets)).expect("valid"),
+                Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                    .expect("valid"),
             )
         };
         let queue_seconds = hist(
@@ -134,12 +142,26 @@ impl Prom {
         let batch_pixels = hist(
             "noiseda_restore_batch_pixels",
             "Padded pixels per forward pass",
-            vec![65_536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0, 67_108_864.0],
+            vec![
+                65_536.0,
+                262_144.0,
+                1_048_576.0,
+                4_194_304.0,
+                16_777_216.0,
+                67_108_864.0,
+            ],
         );
         let image_pixels = hist(
             "noiseda_restore_image_pixels",
             "Pixels per requested image",
-            vec![65_536.0, 262_144.0, 1_048_576.0, 4_194_304.0, 16_777_216.0, 67_108_864.0],
+            vec![
+                65_536.0,
+                262_144.0,
+                1_048_576.0,
+                4_194_304.0,
+                16_777_216.0,
+                67_108_864.0,
+            ],
         );
         let expired = registered(
             &r,

@@ -150,7 +150,13 @@ impl Registry {
 
     /// Loads an artifact as `name` (replacing the loaded version after a warm-up pass; the old
     /// version keeps serving until then and if anything fails).
-    pub fn load(&self, dir: &Path, name: &str, version: &str, make_default: bool) -> Result<Arc<Served>> {
+    pub fn load(
+        &self,
+        dir: &Path,
+        name: &str,
+        version: &str,
+        make_default: bool,
+    ) -> Result<Arc<Served>> {
         check_name(name)?;
         let t0 = Instant::now();
         let model = artifact::load(dir, &self.device)?;
@@ -299,9 +305,10 @@ fn warm_up(served: &Served, permits: &Arc<Semaphore>) -> Result<()> {
         height: side,
         data: vec![0.5; side * side * 3],
     };
-    let permit = permits.clone().try_acquire_owned().map_err(|_| {
-        Error::Overloaded("the queue is full; cannot warm the model up now".into())
-    })?;
+    let permit = permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| Error::Overloaded("the queue is full; cannot warm the model up now".into()))?;
     let (tx, rx) = oneshot::channel();
     served.batcher.submit(Job {
         image,

@@ -74,7 +74,12 @@ enum Admission {
     Wait,
 }
 
-/// The deadline a client set with `grpc-timeout`, if any.
+/// How much earlier than the client's deadline a request gives up, so that the client gets this
+/// service's DEADLINE_EXCEEDED rather than the transport's CANCELLED ("Timeout expired"), which
+/// tonic sends when the `grpc-timeout` itself runs out.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(5);
+
+/// The deadline a client set with `grpc-timeout` (less [`DEADLINE_MARGIN`]), if any.
 fn deadline(meta: &tonic::metadata::MetadataMap) -> Option<Instant> {
     let v = meta.get("grpc-timeout")?.to_str().ok()?;
     let (num, unit) = v.split_at(v.len().checked_sub(1)?);
@@ -88,7 +93,7 @@ fn deadline(meta: &tonic::metadata::MetadataMap) -> Option<Instant> {
         "n" => Duration::from_nanos(n),
         _ => return None,
     };
-    Some(Instant::now() + d)
+    Some(Instant::now() + d.saturating_sub(DEADLINE_MARGIN))
 }
 
 fn us(d: Duration) -> u64 {
@@ -104,7 +109,14 @@ struct Decoded {
 
 impl Inner {
     /// Pixel checks for a `width`×`height` input; the tiling it needs, if any.
-    fn admit_size(&self, k: usize, width: u64, height: u64, req: &pb::RestoreRequest, multiple: usize) -> Result<Option<Tiling>> {
+    fn admit_size(
+        &self,
+        k: usize,
+        width: u64,
+        height: u64,
+        req: &pb::RestoreRequest,
+        multiple: usize,
+    ) -> Result<Option<Tiling>> {
         let l = &self.limits;
         let pixels = width.saturating_mul(height);
         if width == 0 || height == 0 {
@@ -145,7 +157,13 @@ impl Inner {
         Ok(Some(t))
     }
 
-    fn decode(&self, k: usize, input: &pb::ImageInput, req: &pb::RestoreRequest, multiple: usize) -> Result<Decoded> {
+    fn decode(
+        &self,
+        k: usize,
+        input: &pb::ImageInput,
+        req: &pb::RestoreRequest,
+        multiple: usize,
+    ) -> Result<Decoded> {
         let t0 = Instant::now();
         let (image, tiling) = match &input.image {
             Some(pb::image_input::Image::Encoded(e)) => {
@@ -158,7 +176,9 @@ impl Inner {
                         return Err(Error::InvalidArgument(format!(
                             "image {k}: not a PNG, JPEG or WebP image ({} bytes{})",
                             e.data.len(),
-                            other.map(|f| format!(", looks like {f:?}")).unwrap_or_default()
+                            other
+                                .map(|f| format!(", looks like {f:?}"))
+                                .unwrap_or_default()
                         )))
                     }
                 }
@@ -173,9 +193,9 @@ impl Inner {
                 limits.max_image_width = Some(w);
                 limits.max_image_height = Some(h);
                 reader.limits(limits);
-                let img = reader
-                    .decode()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: cannot decode: {e}")))?;
+                let img = reader.decode().map_err(|e| {
+                    Error::InvalidArgument(format!("image {k}: cannot decode: {e}"))
+                })?;
                 (Image::from_rgb8(&img.to_rgb8()), tiling)
             }
             Some(pb::image_input::Image::Raw(r)) => {
@@ -260,7 +280,9 @@ impl Inner {
         let t0 = Instant::now();
         let n = req.images.len();
         if n == 0 {
-            return Err(Error::InvalidArgument("images: give at least one image".into()));
+            return Err(Error::InvalidArgument(
+                "images: give at least one image".into(),
+            ));
         }
         if n > self.limits.max_images_per_request {
             return Err(Error::InvalidArgument(format!(
@@ -269,7 +291,10 @@ impl Inner {
             )));
         }
         let format = pb::OutputFormat::try_from(req.output_format).map_err(|_| {
-            Error::InvalidArgument(format!("output_format: unknown value {}", req.output_format))
+            Error::InvalidArgument(format!(
+                "output_format: unknown value {}",
+                req.output_format
+            ))
         })?;
         if req.jpeg_quality > 100 {
             return Err(Error::InvalidArgument(format!(
@@ -302,12 +327,18 @@ impl Inner {
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(n);
         for _ in 0..n {
             let p = match admission {
-                Admission::Now => self.registry.permits.clone().try_acquire_owned().map_err(|_| {
-                    Error::Overloaded(format!(
-                        "the queue is full ({} images); retry later",
-                        self.registry.batch_options().max_queue
-                    ))
-                })?,
+                Admission::Now => {
+                    self.registry
+                        .permits
+                        .clone()
+                        .try_acquire_owned()
+                        .map_err(|_| {
+                            Error::Overloaded(format!(
+                                "the queue is full ({} images); retry later",
+                                self.registry.batch_options().max_queue
+                            ))
+                        })?
+                }
                 Admission::Wait => self
                     .registry
                     .permits
@@ -335,13 +366,23 @@ impl Inner {
         }
         let mut done: Vec<Done> = Vec::with_capacity(n);
         for rx in replies {
-            done.push(
-                rx.await
-                    .map_err(|_| Error::Unavailable("the model went away".into()))??,
-            );
+            let reply = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), rx).await.map_err(|_| {
+                    Error::DeadlineExceeded(format!(
+                        "the deadline passed after {} ms (queued or running)",
+                        t0.elapsed().as_millis()
+                    ))
+                })?,
+                None => rx.await,
+            };
+            done.push(reply.map_err(|_| Error::Unavailable("the model went away".into()))??);
         }
 
-        let quality = if req.jpeg_quality == 0 { 95 } else { req.jpeg_quality as u8 };
+        let quality = if req.jpeg_quality == 0 {
+            95
+        } else {
+            req.jpeg_quality as u8
+        };
         let encoded = tokio::task::spawn_blocking(move || {
             done.into_iter()
                 .map(|d| {

@@ -88,6 +88,18 @@ impl Server {
         t0.elapsed()
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the process to exit (after a signal sent elsewhere); returns how long it took.
+    pub fn wait(mut self) -> Duration {
+        let t0 = Instant::now();
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "serve exited with {status}");
+        t0.elapsed()
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -204,4 +216,21 @@ pub async fn stream(
 
 pub fn state(job: &pb::Job) -> pb::JobState {
     pb::JobState::try_from(job.state).unwrap()
+}
+
+/// GET over plain HTTP/1.1 (the metrics endpoint) with tokio alone.
+pub async fn http_get(url: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    s.write_all(
+        format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    out
 }

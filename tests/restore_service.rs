@@ -1,0 +1,696 @@
+//! The Restore and Models services end to end: a real `noiseda serve --role restore` process on
+//! 127.0.0.1:0 with model artifacts trained here, real images over gRPC.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::server::Server;
+use noiseda::pb;
+use noiseda::pb::models_client::ModelsClient;
+use noiseda::pb::restore_client::RestoreClient;
+use noiseda::train::{self, TrainOptions};
+use tonic::transport::Channel;
+use tonic::Code;
+
+/// Trains a tiny restorer (seeded) and copies its artifact to `models/<name>`.
+fn tiny_model(tmp: &Path, name: &str, seed: u64) -> PathBuf {
+    let clean = common::write_photos(&tmp.join(format!("clean-{name}")), 3, 48, 48);
+    let mut spec = common::tiny_spec(&clean, 3, 0);
+    spec.seed = seed;
+    let run = tmp.join(format!("run-{name}"));
+    let summary = train::run(
+        &spec,
+        &TrainOptions {
+            out: run,
+            resume: false,
+            progress: false,
+            control: None,
+            job_id: None,
+        },
+    )
+    .unwrap();
+    let dst = tmp.join("models").join(name);
+    std::fs::create_dir_all(&dst).unwrap();
+    for f in ["model.safetensors", "manifest.json"] {
+        std::fs::copy(summary.model_dir().unwrap().join(f), dst.join(f)).unwrap();
+    }
+    dst
+}
+
+fn start(tmp: &Path, extra: &[&str]) -> Server {
+    let models = tmp.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let mut args = vec!["--role", "restore", "--model-dir", models.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    Server::start(&tmp.join("data"), &args)
+}
+
+async fn channel(server: &Server) -> Channel {
+    Channel::from_shared(server.addr.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+fn png(img: &image::RgbImage) -> Vec<u8> {
+    let mut out = Vec::new();
+    img.write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .unwrap();
+    out
+}
+
+fn encoded(data: Vec<u8>) -> pb::ImageInput {
+    pb::ImageInput {
+        image: Some(pb::image_input::Image::Encoded(pb::EncodedImage { data })),
+    }
+}
+
+fn raw(img: &image::RgbImage, f32_pixels: bool) -> pb::ImageInput {
+    let (data, pixel_type) = if f32_pixels {
+        let mut d = Vec::new();
+        for v in img.as_raw() {
+            d.extend_from_slice(&(*v as f32 / 255.0).to_le_bytes());
+        }
+        (d, pb::PixelType::F32)
+    } else {
+        (img.as_raw().clone(), pb::PixelType::U8)
+    };
+    pb::ImageInput {
+        image: Some(pb::image_input::Image::Raw(pb::RawImage {
+            data,
+            height: img.height(),
+            width: img.width(),
+            channels: 3,
+            pixel_type: pixel_type as i32,
+        })),
+    }
+}
+
+fn request(images: Vec<pb::ImageInput>, format: pb::OutputFormat) -> pb::RestoreRequest {
+    pb::RestoreRequest {
+        images,
+        output_format: format as i32,
+        ..Default::default()
+    }
+}
+
+/// The local (in-process) restore of `img` with the artifact at `dir`, as f32 pixels.
+fn local(dir: &Path, img: &image::RgbImage, tile: Option<usize>) -> Vec<f32> {
+    let m = noiseda::artifact::load(dir, &candle::Device::Cpu).unwrap();
+    noiseda::infer::restore_image(
+        &m.net,
+        m.manifest.range,
+        &noiseda::data::Image::from_rgb8(img),
+        &candle::Device::Cpu,
+        tile.map(noiseda::infer::Tiling::new),
+    )
+    .unwrap()
+    .data
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trips_and_batched_equals_single() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path(), "tiny", 1);
+    // A batch wait makes the four images of one request share a forward pass.
+    let server = start(tmp.path(), &["--max-batch-wait-us", "300000"]);
+    let ch = channel(&server).await;
+    let mut c = RestoreClient::new(ch.clone());
+
+    let img = common::photo(2, 40, 36);
+    let want = local(&model, &img, None);
+    // PNG in, PNG out; raw u8 and raw f32 in, raw f32 out; JPEG and WebP out decode.
+    let r = c
+        .restore(request(vec![encoded(png(&img))], pb::OutputFormat::Png))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.model, "tiny");
+    assert_eq!(r.version.len(), 12);
+    assert!(r.weights_sha256.starts_with(&r.version));
+    let out = &r.images[0];
+    assert_eq!(
+        (out.width, out.height, out.format),
+        (40, 36, pb::OutputFormat::Png as i32)
+    );
+    let t = out.timing.unwrap();
+    assert!(t.total_us >= t.inference_us && t.inference_us > 0, "{t:?}");
+    let decoded = image::load_from_memory(&out.data).unwrap().to_rgb8();
+    let want_u8 = noiseda::data::Image {
+        width: 40,
+        height: 36,
+        data: want.clone(),
+    }
+    .to_rgb8();
+    assert_eq!(decoded, want_u8, "served PNG equals the local restore");
+    for f32_in in [false, true] {
+        let r = c
+            .restore(request(vec![raw(&img, f32_in)], pb::OutputFormat::RawF32))
+            .await
+            .unwrap()
+            .into_inner();
+        let got = f32s(&r.images[0].data);
+        assert!(max_diff(&got, &want) <= 1e-6, "raw f32_in={f32_in}");
+    }
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95)
+        .encode_image(&img)
+        .unwrap();
+    for (input, format) in [
+        (encoded(jpeg), pb::OutputFormat::Jpeg),
+        (encoded(png(&img)), pb::OutputFormat::Webp),
+        (raw(&img, false), pb::OutputFormat::RawU8),
+    ] {
+        let r = c
+            .restore(request(vec![input], format))
+            .await
+            .unwrap()
+            .into_inner();
+        let o = &r.images[0];
+        let pixels = if format == pb::OutputFormat::RawU8 {
+            o.data.len()
+        } else {
+            image::load_from_memory(&o.data).unwrap().to_rgb8().len()
+        };
+        assert_eq!(pixels, 40 * 36 * 3, "{format:?}");
+    }
+
+    // Four images of different sizes that pad to one shape run as one batch, each equal to
+    // its single-image restore.
+    let sizes = [(40, 36), (37, 33), (39, 36), (38, 34)];
+    let imgs: Vec<_> = sizes
+        .iter()
+        .enumerate()
+        .map(|(k, &(w, h))| common::photo(k as u32 + 3, w, h))
+        .collect();
+    let r = c
+        .restore(request(
+            imgs.iter().map(|i| encoded(png(i))).collect(),
+            pb::OutputFormat::RawF32,
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.images.len(), 4);
+    for (k, (o, img)) in r.images.iter().zip(&imgs).enumerate() {
+        assert_eq!(o.batch_size, 4, "image {k} shared the forward pass");
+        assert_eq!((o.width, o.height), (img.width(), img.height()));
+        let d = max_diff(&f32s(&o.data), &local(&model, img, None));
+        assert!(d <= 1e-5, "image {k}: batched differs from single by {d}");
+    }
+
+    // Streaming: ordered answers; a bad request answers with an error and the stream goes on.
+    let reqs: Vec<pb::RestoreRequest> = (0..6u64)
+        .map(|id| {
+            let mut r = request(
+                vec![if id == 3 {
+                    encoded(b"garbage".to_vec())
+                } else {
+                    encoded(png(&imgs[id as usize % 4]))
+                }],
+                pb::OutputFormat::Png,
+            );
+            r.id = id;
+            r
+        })
+        .collect();
+    let mut s = c
+        .restore_stream(tokio_stream::iter(reqs))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut ids = Vec::new();
+    while let Some(r) = s.message().await.unwrap() {
+        if r.id == 3 {
+            let e = r.error.unwrap();
+            assert_eq!(e.code, Code::InvalidArgument as i32);
+            assert!(
+                e.message.contains("not a PNG, JPEG or WebP"),
+                "{}",
+                e.message
+            );
+        } else {
+            assert!(r.error.is_none() && r.images.len() == 1);
+        }
+        ids.push(r.id);
+    }
+    assert_eq!(ids, (0..6).collect::<Vec<u64>>());
+
+    // Models and server info.
+    let mut m = ModelsClient::new(ch);
+    let info = m
+        .server_info(pb::ServerInfoRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(info.default_model, "tiny");
+    assert_eq!(info.roles, ["restore"]);
+    assert_eq!(info.max_batch_wait_us, 300_000);
+    let list = m
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .models;
+    assert_eq!(list.len(), 1);
+    assert!(list[0].is_default && list[0].info.as_ref().unwrap().parameters > 0);
+
+    // Prometheus counts requests and batches.
+    let text = common::server::http_get(&server.metrics).await;
+    assert!(
+        text.contains("noiseda_restore_requests_total{code=\"Ok\",method=\"Restore\"} 7"),
+        "{text}"
+    );
+    assert!(text.contains("noiseda_restore_batch_size_bucket{le=\"4\"}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path(), "tiny", 1);
+    let server = start(
+        tmp.path(),
+        &[
+            "--max-image-pixels",
+            "4096",
+            "--max-input-pixels",
+            "40000",
+            "--tile-size",
+            "0",
+            "--max-images-per-request",
+            "3",
+        ],
+    );
+    let mut c = RestoreClient::new(channel(&server).await);
+    let img = common::photo(1, 40, 40);
+    let bad = |e: tonic::Status, what: &str| {
+        assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
+        e.message().to_string()
+    };
+    let msg = bad(
+        c.restore(request(
+            vec![encoded(b"\x89PNG\r\n\x1a\nbroken".to_vec())],
+            pb::OutputFormat::Png,
+        ))
+        .await
+        .unwrap_err(),
+        "corrupt",
+    );
+    assert!(msg.contains("image 0"), "{msg}");
+    let mut zero = raw(&img, false);
+    if let Some(pb::image_input::Image::Raw(r)) = &mut zero.image {
+        r.width = 0;
+    }
+    assert!(bad(
+        c.restore(request(vec![zero], pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "zero"
+    )
+    .contains("zero size"));
+    let mut huge = raw(&img, false);
+    if let Some(pb::image_input::Image::Raw(r)) = &mut huge.image {
+        r.width = 100_000;
+        r.height = 100_000;
+    }
+    assert!(bad(
+        c.restore(request(vec![huge], pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "huge"
+    )
+    .contains("max_input_pixels = 40000"));
+    let big_png = png(&common::photo(1, 300, 300));
+    assert!(bad(
+        c.restore(request(vec![encoded(big_png)], pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "huge png"
+    )
+    .contains("max_input_pixels"));
+    let mut short = raw(&img, true);
+    if let Some(pb::image_input::Image::Raw(r)) = &mut short.image {
+        r.data.truncate(100);
+    }
+    assert!(bad(
+        c.restore(request(vec![short], pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "short"
+    )
+    .contains("needs 19200 bytes, got 100"));
+    let mut gray = raw(&img, false);
+    if let Some(pb::image_input::Image::Raw(r)) = &mut gray.image {
+        r.channels = 1;
+    }
+    bad(
+        c.restore(request(vec![gray], pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "channels",
+    );
+    bad(
+        c.restore(request(vec![], pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "none",
+    );
+    let four = (0..4).map(|_| encoded(png(&img))).collect();
+    assert!(bad(
+        c.restore(request(four, pb::OutputFormat::Png))
+            .await
+            .unwrap_err(),
+        "many"
+    )
+    .contains("max_images_per_request = 3"));
+    let mut r = request(vec![encoded(png(&img))], pb::OutputFormat::Png);
+    r.output_format = 99;
+    bad(c.restore(r).await.unwrap_err(), "format");
+
+    // Over max_image_pixels: rejected naming the limit unless the request asks for tiles.
+    let large = common::photo(4, 80, 72);
+    let msg = bad(
+        c.restore(request(
+            vec![encoded(png(&large))],
+            pb::OutputFormat::RawF32,
+        ))
+        .await
+        .unwrap_err(),
+        "large",
+    );
+    assert!(msg.contains("max_image_pixels = 4096"), "{msg}");
+    let mut r = request(vec![encoded(png(&large))], pb::OutputFormat::RawF32);
+    r.tile_size = 32;
+    let out = c.restore(r).await.unwrap().into_inner();
+    assert!(out.images[0].tiled);
+    let d = max_diff(&f32s(&out.images[0].data), &local(&model, &large, Some(32)));
+    assert!(d <= 1e-6, "tiled on the server = tiled locally ({d})");
+
+    // Unknown model or version.
+    let mut r = request(vec![encoded(png(&img))], pb::OutputFormat::Png);
+    r.model = "nope".into();
+    let e = c.restore(r).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound);
+    assert!(e.message().contains("loaded: tiny"), "{}", e.message());
+    let mut r = request(vec![encoded(png(&img))], pb::OutputFormat::Png);
+    r.version = "000000000000".into();
+    assert_eq!(c.restore(r).await.unwrap_err().code(), Code::NotFound);
+
+    // Models: paths outside the model directory, missing artifacts, unknown names.
+    let mut m = ModelsClient::new(channel(&server).await);
+    let load = |path: &str| pb::LoadModelRequest {
+        path: path.into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        m.load_model(load("../data")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        m.load_model(load("/etc")).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+    assert_eq!(
+        m.load_model(load("missing")).await.unwrap_err().code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        m.unload_model(pb::UnloadModelRequest {
+            name: "nope".into()
+        })
+        .await
+        .unwrap_err()
+        .code(),
+        Code::NotFound
+    );
+    // A corrupted artifact fails to load and the old version keeps serving.
+    let broken = tmp.path().join("models/broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    std::fs::copy(model.join("manifest.json"), broken.join("manifest.json")).unwrap();
+    std::fs::write(broken.join("model.safetensors"), b"not weights").unwrap();
+    let e = m
+        .load_model(pb::LoadModelRequest {
+            path: "broken".into(),
+            name: "tiny".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("sha256"), "{}", e.message());
+    c.restore(request(vec![encoded(png(&img))], pb::OutputFormat::Png))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn overload_and_deadlines() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path(), "tiny", 1);
+    // One image per forward pass and a long batch wait keep requests in the queue.
+    let server = start(
+        tmp.path(),
+        &[
+            "--max-queue",
+            "3",
+            "--max-batch-size",
+            "8",
+            "--max-batch-wait-us",
+            "1500000",
+        ],
+    );
+    let ch = channel(&server).await;
+    let img = png(&common::photo(1, 40, 40));
+
+    // The queue holds 3 images: a fourth concurrent one is RESOURCE_EXHAUSTED.
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let mut c = RestoreClient::new(ch.clone());
+        let img = img.clone();
+        tasks.push(tokio::spawn(async move {
+            c.restore(request(vec![encoded(img)], pb::OutputFormat::Png))
+                .await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut c = RestoreClient::new(ch.clone());
+    let e = c
+        .restore(request(vec![encoded(img.clone())], pb::OutputFormat::Png))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(e.message().contains("queue is full"), "{}", e.message());
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+
+    // A deadline shorter than the batch wait: DEADLINE_EXCEEDED, and the queue slot comes back.
+    let mut r = tonic::Request::new(request(vec![encoded(img.clone())], pb::OutputFormat::Png));
+    r.set_timeout(Duration::from_millis(200));
+    let t0 = std::time::Instant::now();
+    let e = c.restore(r).await.unwrap_err();
+    assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
+    assert!(
+        t0.elapsed() < Duration::from_millis(1200),
+        "answered at the deadline"
+    );
+    // The expired image is dropped when its batch wait ends (it never runs) and its queue slot
+    // comes back: three images fit again.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let mut c = RestoreClient::new(ch.clone());
+        let img = img.clone();
+        tasks.push(tokio::spawn(async move {
+            c.restore(request(vec![encoded(img)], pb::OutputFormat::Png))
+                .await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let text = common::server::http_get(&server.metrics).await;
+    assert!(
+        text.contains(
+            "noiseda_restore_requests_total{code=\"ResourceExhausted\",method=\"Restore\"} 1"
+        ),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_swap_under_load_and_health() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path(), "v1", 1);
+    tiny_model(tmp.path(), "v2", 2);
+    std::fs::rename(tmp.path().join("models/v1"), tmp.path().join("v1")).unwrap();
+    std::fs::rename(tmp.path().join("models/v2"), tmp.path().join("v2")).unwrap();
+    // No model yet: live but not ready.
+    let server = start(tmp.path(), &["--shutdown-grace", "3"]);
+    let ch = channel(&server).await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
+    let status = |s: &str| tonic_health::pb::HealthCheckRequest { service: s.into() };
+    assert_eq!(
+        health.check(status("")).await.unwrap().into_inner().status,
+        1
+    );
+    assert_eq!(
+        health
+            .check(status("noiseda.v1.Restore"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        2
+    );
+    let mut c = RestoreClient::new(ch.clone());
+    let e = c
+        .restore(request(
+            vec![encoded(png(&common::photo(1, 32, 32)))],
+            pb::OutputFormat::Png,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unavailable);
+
+    // Load v1 (moved into the model dir after start): ready.
+    std::fs::create_dir_all(tmp.path().join("models/a")).unwrap();
+    for f in ["model.safetensors", "manifest.json"] {
+        std::fs::copy(
+            tmp.path().join("v1").join(f),
+            tmp.path().join("models/a").join(f),
+        )
+        .unwrap();
+    }
+    std::fs::create_dir_all(tmp.path().join("models/b")).unwrap();
+    for f in ["model.safetensors", "manifest.json"] {
+        std::fs::copy(
+            tmp.path().join("v2").join(f),
+            tmp.path().join("models/b").join(f),
+        )
+        .unwrap();
+    }
+    let mut m = ModelsClient::new(ch.clone());
+    let load = |path: &str, version: &str| pb::LoadModelRequest {
+        path: path.into(),
+        name: "denoise".into(),
+        version: version.into(),
+        make_default: true,
+    };
+    let v1 = m.load_model(load("a", "one")).await.unwrap().into_inner();
+    assert!(v1.is_default && v1.version == "one");
+    assert_eq!(
+        health
+            .check(status("noiseda.v1.Restore"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        1
+    );
+
+    // Four clients restore continuously while the model is swapped back and forth.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for k in 0..4u32 {
+        let (mut c, stop) = (RestoreClient::new(ch.clone()), stop.clone());
+        let img = png(&common::photo(k, 32 + 4 * k, 32));
+        clients.push(tokio::spawn(async move {
+            let mut versions = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = c
+                    .restore(request(vec![encoded(img.clone())], pb::OutputFormat::Png))
+                    .await
+                    .expect("no request fails during a swap");
+                versions.push(r.into_inner().version);
+            }
+            versions
+        }));
+    }
+    for (path, version) in [("b", "two"), ("a", "one"), ("b", "two")] {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let r = m
+            .load_model(load(path, version))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(r.version, version);
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut seen = std::collections::BTreeSet::new();
+    for t in clients {
+        let versions = t.await.unwrap();
+        assert!(!versions.is_empty());
+        seen.extend(versions);
+    }
+    assert_eq!(seen, ["one", "two"].map(String::from).into());
+    let list = m
+        .list_models(pb::ListModelsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(list.models.len(), 1);
+    assert_eq!(list.models[0].version, "two");
+
+    // Unload: not found afterwards, and readiness goes away with the last model.
+    m.unload_model(pb::UnloadModelRequest {
+        name: "denoise".into(),
+    })
+    .await
+    .unwrap();
+    let mut r = request(
+        vec![encoded(png(&common::photo(1, 32, 32)))],
+        pb::OutputFormat::Png,
+    );
+    r.model = "denoise".into();
+    assert_eq!(c.restore(r).await.unwrap_err().code(), Code::NotFound);
+    assert_eq!(
+        health
+            .check(status("noiseda.v1.Restore"))
+            .await
+            .unwrap()
+            .into_inner()
+            .status,
+        2
+    );
+
+    // Drain: a Watch on readiness sees SERVING, then NOT_SERVING on SIGTERM; the process exits
+    // when the grace period ends even though the Watch stream never finishes by itself.
+    m.load_model(load("a", "one")).await.unwrap();
+    let mut watch = health
+        .watch(status("noiseda.v1.Restore"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, 1);
+    let pid = server.pid();
+    unsafe {
+        libc::kill(pid as i32, libc::SIGTERM);
+    }
+    assert_eq!(watch.message().await.unwrap().unwrap().status, 2);
+    let took = server.wait();
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    // Whatever else the Watch says before the connection closes, it is not SERVING.
+    while let Ok(Some(m)) = watch.message().await {
+        assert_eq!(m.status, 2);
+    }
+}
