@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod infer;
+pub mod loadtest;
 pub mod method;
 pub mod metrics;
 pub mod model;

@@ -149,6 +149,8 @@ enum Command {
     /// Time the speed cases (train steps, restore forwards), each in its own process; with
     /// --compare the same cases in PyTorch (bench/reference.py) in the same run.
     Bench {
+        #[command(subcommand)]
+        load: Option<BenchCommand>,
         /// Cases to run (default: all): train-vanilla, train-joint, restore-512, restore-8x256.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
@@ -260,6 +262,33 @@ struct ServeArgs {
     /// Tile overlap (0 = tile/4, at least 16).
     #[arg(long, env = "NOISEDA_TILE_OVERLAP", default_value_t = 0)]
     tile_overlap: usize,
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Concurrent clients against a local Restore server for a bounded time, batched and
+    /// unbatched, next to the raw model time of the same network in the same run.
+    RestoreLoad {
+        /// Restorer preset (random weights).
+        #[arg(long, default_value = "unet-t")]
+        preset: String,
+        /// Square image side.
+        #[arg(long, default_value_t = 256)]
+        size: usize,
+        #[arg(long, default_value_t = 16)]
+        clients: usize,
+        /// Measured seconds per mode.
+        #[arg(long, default_value_t = 15.0)]
+        seconds: f64,
+        /// Batch size of the batched mode.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// PNG in and out (default: raw RGB u8).
+        #[arg(long)]
+        png: bool,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -725,6 +754,33 @@ fn run(cli: Cli) -> Result<()> {
         Command::Serve(args) => serve(args)?,
         Command::Jobs { server, command } => jobs(&server, command, progress)?,
         Command::Bench {
+            load:
+                Some(BenchCommand::RestoreLoad {
+                    preset,
+                    size,
+                    clients,
+                    seconds,
+                    batch,
+                    png,
+                    json,
+                }),
+            ..
+        } => {
+            let report = noiseda::loadtest::run(&noiseda::loadtest::LoadOptions {
+                preset,
+                size,
+                clients,
+                seconds,
+                batch,
+                png,
+            })?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", noiseda::loadtest::table(&report));
+            }
+        }
+        Command::Bench {
             cases,
             warmup,
             runs,
@@ -734,6 +790,7 @@ fn run(cli: Cli) -> Result<()> {
             reference,
             json,
             child,
+            ..
         } => {
             let threads = threads
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));

@@ -694,3 +694,91 @@ async fn hot_swap_under_load_and_health() {
         assert_eq!(m.status, 2);
     }
 }
+
+/// `noiseda restore --server` over a folder (concurrent requests) equals the local restore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_restores_a_folder_through_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_model(tmp.path(), "tiny", 1);
+    let server = start(tmp.path(), &[]);
+    let input = tmp.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for k in 0..5u32 {
+        common::photo(k, 33 + k, 30)
+            .save(input.join(format!("p{k}.png")))
+            .unwrap();
+    }
+    let out_dir = tmp.path().join("out");
+    let bin = env!("CARGO_BIN_EXE_noiseda");
+    let out = tokio::process::Command::new(bin)
+        .args([
+            "restore",
+            "--server",
+            server.addr.trim_start_matches("http://"),
+        ])
+        .args(["--concurrency", "3"])
+        .arg(&input)
+        .arg(&out_dir)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("restored 5 image(s)"), "{stderr}");
+    for k in 0..5u32 {
+        let img = common::photo(k, 33 + k, 30);
+        let got = image::open(out_dir.join(format!("p{k}.png")))
+            .unwrap()
+            .to_rgb8();
+        let want = noiseda::data::Image {
+            width: img.width() as usize,
+            height: img.height() as usize,
+            data: local(&model, &img, None),
+        }
+        .to_rgb8();
+        assert_eq!(got, want, "p{k}");
+    }
+    // A bad server address fails with a clear message.
+    let out = tokio::process::Command::new(bin)
+        .args(["restore", "--server", "127.0.0.1:1"])
+        .arg(&input)
+        .arg(&out_dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
+}
+
+/// The load benchmark runs end to end (tiny and short here; see README for real numbers).
+#[test]
+fn load_benchmark_reports_both_modes() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args(["bench", "restore-load", "--size", "32", "--clients", "4"])
+        .args(["--seconds", "1", "--batch", "2", "--json"])
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let modes = r["modes"].as_array().unwrap();
+    assert_eq!(modes.len(), 2);
+    for (m, batch) in modes.iter().zip([2, 1]) {
+        assert_eq!(m["max_batch_size"], batch);
+        assert!(m["requests"].as_u64().unwrap() > 0, "{m}");
+        assert_eq!(m["errors"].as_object().unwrap().len(), 0, "{m}");
+        for k in [
+            "images_per_second",
+            "p50_ms",
+            "p99_ms",
+            "raw_ms_per_image",
+            "overhead",
+        ] {
+            assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! `noiseda bench restore-load`: drives concurrent clients against a local Restore server for a
+//! bounded time, with and without batching, and sets throughput and latency next to the raw
+//! model time of the same network measured in the same run.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use candle::Device;
+use serde::Serialize;
+
+use crate::config::{DataRange, Weights};
+use crate::data::Image;
+use crate::model::ArchConfig;
+use crate::pb;
+use crate::serve::{
+    self, batcher::BatchOptions, restore::Limits, RestoreOptions, Role, ServeOptions,
+};
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct LoadOptions {
+    /// Restorer preset (random weights).
+    pub preset: String,
+    /// Square image side.
+    pub size: usize,
+    /// Concurrent clients, one request (one image) in flight each.
+    pub clients: usize,
+    /// Measured seconds per mode (after a warm-up of one request per client).
+    pub seconds: f64,
+    /// Batch size of the batched mode (the unbatched mode uses 1).
+    pub batch: usize,
+    /// Send PNG and ask for PNG (otherwise raw RGB u8 both ways).
+    pub png: bool,
+}
+
+/// One mode of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModeReport {
+    pub mode: String,
+    pub max_batch_size: usize,
+    pub requests: u64,
+    pub errors: BTreeMap<String, u64>,
+    pub images_per_second: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub mean_batch: f64,
+    /// Raw forward time per image at this batch size.
+    pub raw_ms_per_image: f64,
+    /// Served time per image (1 / throughput).
+    pub served_ms_per_image: f64,
+    /// (served − raw) / raw.
+    pub overhead: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    pub preset: String,
+    pub size: usize,
+    pub clients: usize,
+    pub seconds: f64,
+    pub threads: usize,
+    pub input: String,
+    pub modes: Vec<ModeReport>,
+}
+
+/// Median wall time of `f` over `runs` runs after one warm-up.
+fn median_time(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
+    f()?;
+    let mut t: Vec<Duration> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            f().map(|_| t0.elapsed())
+        })
+        .collect::<Result<_>>()?;
+    t.sort();
+    Ok(t[t.len() / 2])
+}
+
+fn test_image(size: usize, k: usize) -> Image {
+    let data = (0..size * size * 3)
+        .map(|i| {
+            let (p, c) = (i / 3, i % 3);
+            let (y, x) = (p / size, p % size);
+            (((x * (c + 1) + y * 3 + k * 17) % 255) as f32 / 255.0 * 0.8 + 0.1).min(1.0)
+        })
+        .collect();
+    Image {
+        width: size,
+        height: size,
+        data,
+    }
+}
+
+/// Writes a randomly initialised restorer of `preset` as an artifact under `dir`.
+fn random_artifact(preset: &str, dir: &Path) -> Result<()> {
+    let arch = ArchConfig::preset(preset)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown preset `{preset}`")))?;
+    let model = crate::train::Model::new(&arch, None, 0, &Device::Cpu)?;
+    crate::artifact::export(
+        dir,
+        &model.restorer_tensors(None),
+        crate::artifact::ExportInfo {
+            name: format!("load-{preset}"),
+            arch,
+            weights: Weights::Raw,
+            range: DataRange::Unit,
+            step: 0,
+            metrics: BTreeMap::new(),
+            source_spec: None,
+            source_job: None,
+        },
+    )?;
+    Ok(())
+}
+
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
+    sorted[i]
+}
+
+/// Runs the whole benchmark (blocking; it starts its own runtime).
+pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
+    let tmp = std::env::temp_dir().join(format!("noiseda-load-{}", std::process::id()));
+    let models = tmp.join("models");
+    random_artifact(&opts.preset, &models.join("load"))?;
+
+    // Raw model time per image at batch 1 and at the batch size, same images.
+    let model = crate::artifact::load(&models.join("load"), &Device::Cpu)?;
+    let images: Vec<Image> = (0..opts.batch.max(1))
+        .map(|k| test_image(opts.size, k))
+        .collect();
+    let raw = |n: usize| -> Result<f64> {
+        let batch: Vec<&Image> = images.iter().take(n).collect();
+        let t = median_time(5, || {
+            crate::infer::restore_batch(&model.net, model.manifest.range, &batch, &Device::Cpu)
+                .map(|_| ())
+        })?;
+        Ok(t.as_secs_f64() * 1e3 / n as f64)
+    };
+    let raw_batched = raw(opts.batch)?;
+    let raw_single = raw(1)?;
+    drop(model);
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io("tokio runtime", e))?;
+    let mut modes = Vec::new();
+    for (mode, max_batch, raw_ms) in [
+        ("batched", opts.batch, raw_batched),
+        ("unbatched", 1, raw_single),
+    ] {
+        let report = rt.block_on(one_mode(opts, &tmp, mode, max_batch, raw_ms))?;
+        eprintln!(
+            "{mode:<10} {:.1} img/s, p50 {:.1} ms, p99 {:.1} ms, mean batch {:.2}, overhead {:+.1} %",
+            report.images_per_second,
+            report.p50_ms,
+            report.p99_ms,
+            report.mean_batch,
+            report.overhead * 100.0
+        );
+        modes.push(report);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(LoadReport {
+        preset: opts.preset.clone(),
+        size: opts.size,
+        clients: opts.clients,
+        seconds: opts.seconds,
+        threads: rayon::current_num_threads(),
+        input: if opts.png { "png" } else { "raw-u8" }.into(),
+        modes,
+    })
+}
+
+async fn one_mode(
+    opts: &LoadOptions,
+    tmp: &Path,
+    mode: &str,
+    max_batch: usize,
+    raw_ms: f64,
+) -> Result<ModeReport> {
+    let serve_opts = ServeOptions {
+        listen: "127.0.0.1:0".parse().expect("valid address"),
+        metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
+        role: Role::Restore,
+        data_dir: tmp.join(format!("data-{mode}")),
+        model_dir: tmp.join("models"),
+        devices: vec!["cpu".into()],
+        cpu_jobs: 1,
+        payload_limit: 64 << 20,
+        shutdown_grace: Duration::from_secs(5),
+        restore: RestoreOptions {
+            device: "cpu".into(),
+            batch: BatchOptions {
+                max_batch_size: max_batch,
+                max_batch_pixels: usize::MAX >> 1,
+                max_batch_wait: Duration::ZERO,
+                max_queue: opts.clients * 2,
+            },
+            limits: Limits {
+                max_image_pixels: opts.size * opts.size,
+                max_input_pixels: opts.size * opts.size,
+                max_images_per_request: 1,
+                tile_size: 0,
+                tile_overlap: 0,
+            },
+            default_model: None,
+        },
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
+    let server = tokio::spawn(serve::serve(
+        serve_opts,
+        async move {
+            let _ = stop_rx.await;
+        },
+        move |addr, _| {
+            let _ = addr_tx.send(addr);
+        },
+    ));
+    let addr = addr_rx
+        .await
+        .map_err(|_| Error::Unavailable("the load-test server did not start".into()))?;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .map_err(|e| Error::InvalidArgument(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| Error::Unavailable(format!("load-test server: {e}")))?;
+
+    let input = |k: usize| -> pb::ImageInput {
+        let img = test_image(opts.size, k).to_rgb8();
+        let image = if opts.png {
+            let mut data = Vec::new();
+            let _ = img.write_to(
+                &mut std::io::Cursor::new(&mut data),
+                image::ImageFormat::Png,
+            );
+            pb::image_input::Image::Encoded(pb::EncodedImage { data })
+        } else {
+            pb::image_input::Image::Raw(pb::RawImage {
+                data: img.into_raw(),
+                height: opts.size as u32,
+                width: opts.size as u32,
+                channels: 3,
+                pixel_type: pb::PixelType::U8 as i32,
+            })
+        };
+        pb::ImageInput { image: Some(image) }
+    };
+    let format = if opts.png {
+        pb::OutputFormat::Png
+    } else {
+        pb::OutputFormat::RawU8
+    };
+    // Warm-up: one request per client, all at once.
+    let start = Arc::new(tokio::sync::Barrier::new(opts.clients));
+    let measure_from = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let seconds = opts.seconds;
+    let mut tasks = Vec::new();
+    for k in 0..opts.clients {
+        let mut c = pb::restore_client::RestoreClient::new(channel.clone())
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20);
+        let req = pb::RestoreRequest {
+            images: vec![input(k)],
+            output_format: format as i32,
+            ..Default::default()
+        };
+        let (start, measure_from) = (start.clone(), measure_from.clone());
+        tasks.push(tokio::spawn(async move {
+            let _ = c.restore(req.clone()).await;
+            start.wait().await;
+            let t0 = *measure_from.get_or_init(Instant::now);
+            let end = t0 + Duration::from_secs_f64(seconds);
+            let mut lat = Vec::new();
+            let mut batches = Vec::new();
+            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+            while Instant::now() < end {
+                let t = Instant::now();
+                match c.restore(req.clone()).await {
+                    Ok(r) => {
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        batches.extend(r.into_inner().images.iter().map(|i| i.batch_size));
+                    }
+                    Err(s) => *errors.entry(format!("{:?}", s.code())).or_default() += 1,
+                }
+            }
+            (lat, batches, errors, Instant::now())
+        }));
+    }
+    let mut lat = Vec::new();
+    let mut batches = Vec::new();
+    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let mut last = Instant::now();
+    for t in tasks {
+        let (l, b, e, done) = t
+            .await
+            .map_err(|e| Error::Unavailable(format!("load client failed: {e}")))?;
+        lat.extend(l);
+        batches.extend(b);
+        for (k, v) in e {
+            *errors.entry(k).or_default() += v;
+        }
+        last = last.max(done);
+    }
+    let _ = stop_tx.send(());
+    server
+        .await
+        .map_err(|e| Error::Unavailable(format!("load-test server: {e}")))??;
+    let elapsed = measure_from
+        .get()
+        .map_or(opts.seconds, |t0| last.duration_since(*t0).as_secs_f64());
+    lat.sort_by(f64::total_cmp);
+    let images_per_second = lat.len() as f64 / elapsed;
+    let served = 1e3 / images_per_second;
+    Ok(ModeReport {
+        mode: mode.to_string(),
+        max_batch_size: max_batch,
+        requests: lat.len() as u64,
+        errors,
+        images_per_second,
+        p50_ms: percentile(&lat, 0.5),
+        p99_ms: percentile(&lat, 0.99),
+        mean_batch: batches.iter().map(|&b| b as f64).sum::<f64>() / batches.len().max(1) as f64,
+        raw_ms_per_image: raw_ms,
+        served_ms_per_image: served,
+        overhead: (served - raw_ms) / raw_ms,
+    })
+}
+
+/// The report as a table.
+pub fn table(r: &LoadReport) -> String {
+    let mut out = format!(
+        "restore-load: {} {}×{}, {} clients, {:.0} s per mode, {} threads, {} in/out\n\
+         {:<10} {:>5} {:>8} {:>8} {:>8} {:>8} {:>10} {:>12} {:>9}  errors\n",
+        r.preset,
+        r.size,
+        r.size,
+        r.clients,
+        r.seconds,
+        r.threads,
+        r.input,
+        "mode",
+        "batch",
+        "img/s",
+        "p50 ms",
+        "p99 ms",
+        "mean b",
+        "raw ms/img",
+        "served ms/img",
+        "overhead"
+    );
+    for m in &r.modes {
+        out += &format!(
+            "{:<10} {:>5} {:>8.2} {:>8.1} {:>8.1} {:>8.2} {:>10.1} {:>12.1} {:>8.1}%  {:?}\n",
+            m.mode,
+            m.max_batch_size,
+            m.images_per_second,
+            m.p50_ms,
+            m.p99_ms,
+            m.mean_batch,
+            m.raw_ms_per_image,
+            m.served_ms_per_image,
+            m.overhead * 100.0,
+            m.errors
+        );
+    }
+    out
+}
