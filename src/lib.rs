@@ -9,6 +9,7 @@ pub mod demo;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod experiment;
 pub mod infer;
 pub mod loadtest;
 pub mod method;

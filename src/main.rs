@@ -135,6 +135,21 @@ enum Command {
         #[arg(long, default_value = "curves.png")]
         out: PathBuf,
     },
+    /// Run an experiment: every arm × seed of an experiment file (resumable), evaluated on the
+    /// real validation pairs; writes results.md, results.json, curves.png.
+    #[command(subcommand_negates_reqs = true, args_conflicts_with_subcommands = true)]
+    Experiment {
+        #[command(subcommand)]
+        probe: Option<ExperimentCommand>,
+        /// Experiment file (TOML).
+        #[arg(long, required = true)]
+        config: Option<PathBuf>,
+        /// Output directory (default: runs/experiments/<file stem>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the gRPC server: the Training service (job manager), health, reflection, and
     /// Prometheus metrics on their own port.
     Serve(ServeArgs),
@@ -262,6 +277,32 @@ struct ServeArgs {
     /// Tile overlap (0 = tile/4, at least 16).
     #[arg(long, env = "NOISEDA_TILE_OVERLAP", default_value_t = 0)]
     tile_overlap: usize,
+}
+
+#[derive(Subcommand)]
+enum ExperimentCommand {
+    /// The paper's Fig. 1(a): ε-MSE of a conditional diffusion net trained on clean
+    /// conditions as the condition is corrupted by AWGN σ = 0, 10, …, 80.
+    ProbeConditions {
+        /// Clean photos.
+        #[arg(long)]
+        clean: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        steps: u64,
+        #[arg(long, default_value_t = 64)]
+        patch: usize,
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        #[arg(long, default_value = "diffusion-t")]
+        preset: String,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Curve picture.
+        #[arg(long, default_value = "probe-conditions.png")]
+        out: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -750,6 +791,79 @@ fn run(cli: Cli) -> Result<()> {
                 .collect::<Result<Vec<_>>>()?;
             noiseda::plot::training_curves(&runs, None, &out)?;
             eprintln!("wrote {}", out.display());
+        }
+        Command::Experiment {
+            probe:
+                Some(ExperimentCommand::ProbeConditions {
+                    clean,
+                    steps,
+                    patch,
+                    batch,
+                    preset,
+                    seed,
+                    out,
+                    json,
+                }),
+            ..
+        } => {
+            let points = noiseda::experiment::probe_conditions(
+                &noiseda::experiment::ProbeOptions {
+                    clean,
+                    steps,
+                    patch,
+                    batch,
+                    seed,
+                    preset,
+                    sigmas: (0..=8).map(|k| k as f32 * 10.0).collect(),
+                },
+                progress,
+            )?;
+            let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.sigma as f64, p.mse)).collect();
+            noiseda::plot::xy_curve(
+                "diffusion ε-MSE vs condition noise",
+                "condition AWGN σ (0–255)",
+                "ε-MSE",
+                &xy,
+                &out,
+            )?;
+            if json {
+                print_json(&points);
+            } else {
+                println!("{:>6} {:>10}", "sigma", "eps-MSE");
+                for p in &points {
+                    println!("{:>6} {:>10.5}", p.sigma, p.mse);
+                }
+                eprintln!("wrote {}", out.display());
+            }
+        }
+        Command::Experiment {
+            config: Some(config),
+            out,
+            json,
+            ..
+        } => {
+            let out = out.unwrap_or_else(|| {
+                PathBuf::from("runs/experiments").join(
+                    config
+                        .file_stem()
+                        .map(|s| s.to_string_lossy().into_owned())
+                        .unwrap_or_else(|| "experiment".into()),
+                )
+            });
+            let report = noiseda::experiment::run(&config, &out, progress)?;
+            if json {
+                print_json(&report);
+            } else {
+                print!("{}", noiseda::experiment::markdown(&report));
+                eprintln!(
+                    "wrote {} (results.md, results.json, curves.png) in {:.1} min",
+                    out.display(),
+                    report.minutes
+                );
+            }
+        }
+        Command::Experiment { .. } => {
+            unreachable!("clap requires --config or a subcommand")
         }
         Command::Serve(args) => serve(args)?,
         Command::Jobs { server, command } => jobs(&server, command, progress)?,

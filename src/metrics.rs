@@ -142,6 +142,39 @@ pub fn psnr(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, Metri
     Ok(10.0 * (1.0 / mse).log10())
 }
 
+/// PSNR (RGB, peak 1) after removing `a`'s mean per-channel error against `b`: a global colour
+/// or brightness cast does not count, so the gap to [`psnr`] measures it.
+pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
+    check_pair(&a, &b)?;
+    if a.width == 0 || a.height == 0 {
+        return Err(MetricError::TooSmall {
+            metric: "PSNR",
+            width: a.width,
+            height: a.height,
+            min: 1,
+        });
+    }
+    let n = (a.width * a.height) as f64;
+    let mut bias = [0f64; 3];
+    for (pa, pb) in a.data.chunks_exact(3).zip(b.data.chunks_exact(3)) {
+        for c in 0..3 {
+            bias[c] += (clamp01(pa[c]) - clamp01(pb[c])) / n;
+        }
+    }
+    let mut sse = 0f64;
+    for (pa, pb) in a.data.chunks_exact(3).zip(b.data.chunks_exact(3)) {
+        for c in 0..3 {
+            let d = clamp01(pa[c]) - clamp01(pb[c]) - bias[c];
+            sse += d * d;
+        }
+    }
+    let mse = sse / a.data.len() as f64;
+    if mse == 0.0 {
+        return Ok(f64::INFINITY);
+    }
+    Ok(10.0 * (1.0 / mse).log10())
+}
+
 /// Mean structural similarity between `a` and `b` (see the module docs for the
 /// exact definition). Both images must be at least 11×11.
 pub fn ssim(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, MetricError> {

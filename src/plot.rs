@@ -76,17 +76,25 @@ struct Line {
 /// are: losses fall, PSNR rises).
 struct Panel {
     title: String,
+    /// Label of the x axis ("step" unless said otherwise).
+    x_label: &'static str,
     lines: Vec<Line>,
     legend: SeriesLabelPosition,
 }
 
-const COLORS: [RGBColor; 6] = [
+/// The tab10 palette; the last (grey) is kept for reference lines.
+const COLORS: [RGBColor; 11] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
     RGBColor(255, 127, 14),
-    RGBColor(90, 90, 90),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+    RGBColor(0, 0, 0),
+    RGBColor(127, 127, 127),
 ];
 
 /// Draws the training curves of `runs` side by side: smoothed Charbonnier loss, the diffusion
@@ -99,6 +107,7 @@ pub fn training_curves(
 ) -> Result<PathBuf> {
     register_font();
     let mut panels = vec![Panel {
+        x_label: "step",
         title: "Charbonnier loss (smoothed)".into(),
         lines: runs
             .iter()
@@ -131,6 +140,7 @@ pub fn training_curves(
         .collect();
     if !diffusion.is_empty() {
         panels.push(Panel {
+            x_label: "step",
             title: "diffusion ε-MSE (smoothed)".into(),
             lines: diffusion,
             legend: SeriesLabelPosition::UpperRight,
@@ -162,12 +172,81 @@ pub fn training_curves(
             });
         }
         panels.push(Panel {
+            x_label: "step",
             title: "validation PSNR (dB)".into(),
             lines: psnr,
             legend: SeriesLabelPosition::LowerRight,
         });
     }
     draw(&panels, out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
+    Ok(out.to_path_buf())
+}
+
+/// One line of `points` (x, y) with its own axis label and title.
+pub fn xy_curve(
+    title: &str,
+    x_label: &'static str,
+    label: &str,
+    points: &[(f64, f64)],
+    out: &Path,
+) -> Result<PathBuf> {
+    register_font();
+    let panel = Panel {
+        title: title.to_string(),
+        x_label,
+        lines: vec![Line {
+            label: label.to_string(),
+            points: points.to_vec(),
+            dashed: false,
+            color: 0,
+        }],
+        legend: SeriesLabelPosition::UpperLeft,
+    };
+    draw(&[panel], out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
+    Ok(out.to_path_buf())
+}
+
+/// One panel: validation PSNR against step of each run, with `reference_psnr` dashed (the
+/// experiment's curves: one line per arm).
+pub fn validation_curves(
+    runs: &[Run],
+    reference_psnr: Option<(&str, f64)>,
+    out: &Path,
+) -> Result<PathBuf> {
+    register_font();
+    let mut lines: Vec<Line> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, r)| Line {
+            label: r.label.clone(),
+            points: r.series("val", "psnr"),
+            dashed: false,
+            color: i % (COLORS.len() - 1),
+        })
+        .filter(|l| !l.points.is_empty())
+        .collect();
+    if lines.is_empty() {
+        return Err(Error::Data("no validation PSNR to draw".into()));
+    }
+    if let Some((label, v)) = reference_psnr {
+        let last = lines
+            .iter()
+            .flat_map(|l| l.points.iter().map(|p| p.0))
+            .fold(1.0, f64::max);
+        lines.push(Line {
+            label: label.to_string(),
+            points: vec![(0.0, v), (last, v)],
+            dashed: true,
+            color: COLORS.len() - 1,
+        });
+    }
+    let panel = Panel {
+        x_label: "step",
+        title: "validation PSNR (dB), mean over seeds".into(),
+        lines,
+        legend: SeriesLabelPosition::LowerRight,
+    };
+    draw(&[panel], out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
     Ok(out.to_path_buf())
 }
 
@@ -196,7 +275,7 @@ fn draw(panels: &[Panel], out: &Path) -> std::result::Result<(), Box<dyn std::er
             .build_cartesian_2d(x0..x1, (y0 - pad)..(y1 + pad))?;
         chart
             .configure_mesh()
-            .x_desc("step")
+            .x_desc(panel.x_label)
             .x_label_formatter(&|x| format!("{x:.0}"))
             .y_label_formatter(&|y| format!("{y:.decimals$}"))
             .label_style((FAMILY, 13))
