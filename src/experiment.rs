@@ -392,9 +392,10 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
     }
 
     // Every arm × seed spec, built and validated before anything runs.
+    // Seed-major order: an interrupted experiment has whole tables for its first seeds.
     let mut specs = Vec::new();
-    for arm in &arms {
-        for &seed in &exp.seeds {
+    for &seed in &exp.seeds {
+        for arm in &arms {
             let mut t = base.clone();
             let mut set = arm.set.clone();
             let supervised_pairs = set.remove("__supervised");
