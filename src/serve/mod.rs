@@ -247,6 +247,8 @@ pub async fn serve(
                     pb::models_server::ModelsServer::new(restore::ModelsService::new(
                         r.clone(),
                         info,
+                        health_reporter.clone(),
+                        shutdown_rx.clone(),
                     ))
                     .max_decoding_message_size(limit)
                     .max_encoding_message_size(limit),

@@ -555,11 +555,37 @@ impl pb::restore_server::Restore for RestoreService {
 pub struct ModelsService {
     registry: Arc<Registry>,
     info: pb::ServerInfoResponse,
+    health: tonic_health::server::HealthReporter,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl ModelsService {
-    pub fn new(registry: Arc<Registry>, info: pb::ServerInfoResponse) -> Self {
-        Self { registry, info }
+    pub fn new(
+        registry: Arc<Registry>,
+        info: pb::ServerInfoResponse,
+        health: tonic_health::server::HealthReporter,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            registry,
+            info,
+            health,
+            shutdown,
+        }
+    }
+
+    /// Sets the Restore service's readiness before a model change is answered, so a client
+    /// that checks health right after LoadModel / UnloadModel sees the new state.
+    async fn publish_readiness(&self) {
+        let serving = self.registry.default_name().is_some() && !*self.shutdown.borrow();
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        self.health
+            .set_service_status(super::RESTORE_SERVICE, status)
+            .await;
     }
 
     async fn blocking<T: Send + 'static>(
@@ -623,6 +649,7 @@ impl pb::models_server::Models for ModelsService {
                 r.load(&dir, &name, &req.version, req.make_default)
             })
             .await?;
+        self.publish_readiness().await;
         let is_default = self.registry.default_name().as_deref() == Some(s.name.as_str());
         Ok(Response::new(loaded(&s, is_default)))
     }
@@ -633,6 +660,7 @@ impl pb::models_server::Models for ModelsService {
     ) -> Result<Response<pb::UnloadModelResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |r| r.unload(&name)).await?;
+        self.publish_readiness().await;
         Ok(Response::new(pb::UnloadModelResponse {}))
     }
 
@@ -642,6 +670,7 @@ impl pb::models_server::Models for ModelsService {
     ) -> Result<Response<pb::LoadedModel>, Status> {
         let name = req.into_inner().name;
         let s = self.blocking(move |r| r.set_default(&name)).await?;
+        self.publish_readiness().await;
         Ok(Response::new(loaded(&s, true)))
     }
 
