@@ -100,15 +100,7 @@ const C2: f64 = (0.03 * 1.0) * (0.03 * 1.0);
 ///
 /// Returns `f64::INFINITY` for identical (after clamping) images.
 pub fn psnr(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, MetricError> {
-    check_pair(&a, &b)?;
-    if a.width == 0 || a.height == 0 {
-        return Err(MetricError::TooSmall {
-            metric: "PSNR",
-            width: a.width,
-            height: a.height,
-            min: 1,
-        });
-    }
+    check_psnr_pair(&a, &b)?;
     let pixels = a.data.chunks_exact(3).zip(b.data.chunks_exact(3));
     let (sse, count) = match channel {
         Channel::Rgb => {
@@ -142,10 +134,9 @@ pub fn psnr(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, Metri
     Ok(10.0 * (1.0 / mse).log10())
 }
 
-/// PSNR (RGB, peak 1) after removing `a`'s mean per-channel error against `b`: a global colour
-/// or brightness cast does not count, so the gap to [`psnr`] measures it.
-pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
-    check_pair(&a, &b)?;
+/// The pair checks of both PSNRs: same size, not empty.
+fn check_psnr_pair(a: &RgbF32<'_>, b: &RgbF32<'_>) -> Result<(), MetricError> {
+    check_pair(a, b)?;
     if a.width == 0 || a.height == 0 {
         return Err(MetricError::TooSmall {
             metric: "PSNR",
@@ -154,6 +145,13 @@ pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
             min: 1,
         });
     }
+    Ok(())
+}
+
+/// PSNR (RGB, peak 1) after removing `a`'s mean per-channel error against `b`: a global colour
+/// or brightness cast does not count, so the gap to [`psnr`] measures it.
+pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
+    check_psnr_pair(&a, &b)?;
     let n = (a.width * a.height) as f64;
     let mut bias = [0f64; 3];
     for (pa, pb) in a.data.chunks_exact(3).zip(b.data.chunks_exact(3)) {

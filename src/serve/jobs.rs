@@ -635,7 +635,7 @@ impl Manager {
         } else {
             name.to_string()
         };
-        check_model_name(&name)?;
+        super::registry::check_name(&name)?;
         let dir = self.opts.model_dir.join(&name);
         if dir.join(artifact::MANIFEST_FILE).exists() {
             let (_, m) = artifact::read_manifest(&dir)?;
@@ -667,23 +667,6 @@ impl Manager {
             Ok(counts) => self.prom.job_states(&counts),
             Err(e) => tracing::error!(error = %e, "could not count jobs"),
         }
-    }
-}
-
-/// Model folder names: letters, digits, `.`, `_`, `-`; not starting with a dot.
-fn check_model_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "model name `{name}`: use 1-128 letters, digits, `.`, `_` or `-`, not starting with `.`"
-        )))
     }
 }
 

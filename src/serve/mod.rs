@@ -98,6 +98,18 @@ impl ServeOptions {
     }
 }
 
+/// Runs `f` on the blocking pool (store, registry, file and model work never runs on the
+/// async runtime) and maps its error to a gRPC status.
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T, tonic::Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| tonic::Status::internal(format!("{what} task failed: {e}")))?
+        .map_err(tonic::Status::from)
+}
+
 /// Resolves when SIGTERM or Ctrl-C arrives.
 pub async fn termination() {
     let ctrl_c = async {
@@ -166,30 +178,12 @@ pub async fn serve(
             opts.restore.batch,
             prom.clone(),
         ));
-        // Readiness of the Restore service follows "a default model is loaded".
-        let mut ready_rx = registry.ready();
-        let health = health_reporter.clone();
-        let mut draining = shutdown_rx.clone();
-        tokio::spawn(async move {
-            loop {
-                let serving = *ready_rx.borrow_and_update() && !*draining.borrow();
-                let status = if serving {
-                    ServingStatus::Serving
-                } else {
-                    ServingStatus::NotServing
-                };
-                health.set_service_status(RESTORE_SERVICE, status).await;
-                tokio::select! {
-                    r = ready_rx.changed() => if r.is_err() { break },
-                    r = draining.changed() => if r.is_err() { break },
-                }
-            }
-        });
         let (r, default) = (registry.clone(), opts.restore.default_model.clone());
         let names = tokio::task::spawn_blocking(move || r.load_all(default.as_deref()))
             .await
             .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
         tracing::info!(models = ?names, "restore models loaded");
+        restore::publish_readiness(&health_reporter, &registry, &shutdown_rx).await;
         Some(registry)
     } else {
         None
@@ -291,12 +285,13 @@ pub async fn serve(
             stop.await;
             let _ = draining_tx.send(Instant::now());
             tracing::info!("shutting down: readiness off, streams ending, jobs checkpointing");
+            // Draining first, so a model change racing with the drain cannot report ready.
+            let _ = shutdown_tx.send(true);
             for service in [TRAINING_SERVICE, RESTORE_SERVICE] {
                 health
                     .set_service_status(service, ServingStatus::NotServing)
                     .await;
             }
-            let _ = shutdown_tx.send(true);
             if let Some(m) = m {
                 let _ = tokio::task::spawn_blocking(move || m.begin_shutdown()).await;
             }

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use candle::Device;
-use tokio::sync::{oneshot, watch, Semaphore};
+use tokio::sync::{oneshot, Semaphore};
 
 use super::batcher::{BatchOptions, Batcher, Job};
 use super::prom::Prom;
@@ -41,8 +41,6 @@ pub struct Registry {
     prom: Arc<Prom>,
     /// Server-wide bound on queued images (each queued image holds one permit).
     pub permits: Arc<Semaphore>,
-    /// True while a default model is loaded (the Restore service's readiness).
-    ready: watch::Sender<bool>,
 }
 
 impl Registry {
@@ -54,12 +52,7 @@ impl Registry {
             permits: Arc::new(Semaphore::new(batch.max_queue)),
             batch,
             prom,
-            ready: watch::channel(false).0,
         }
-    }
-
-    pub fn ready(&self) -> watch::Receiver<bool> {
-        self.ready.subscribe()
     }
 
     pub fn model_dir(&self) -> &Path {
@@ -80,10 +73,6 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Models> {
         self.models.write().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn publish_readiness(&self, m: &Models) {
-        self.ready.send_replace(m.default.is_some());
     }
 
     /// Loads every artifact directory directly under the model directory (sorted by name; the
@@ -187,7 +176,6 @@ impl Registry {
         if make_default || m.default.is_none() {
             m.default = Some(name.to_string());
         }
-        self.publish_readiness(&m);
         drop(m);
         tracing::info!(
             model = %name,
@@ -208,7 +196,6 @@ impl Registry {
         if m.default.as_deref() == Some(name) {
             m.default = m.by_name.keys().next().cloned();
         }
-        self.publish_readiness(&m);
         tracing::info!(model = %name, default = ?m.default, "model unloaded");
         Ok(())
     }
@@ -221,7 +208,6 @@ impl Registry {
             .cloned()
             .ok_or_else(|| self.not_found(&m, name))?;
         m.default = Some(name.to_string());
-        self.publish_readiness(&m);
         Ok(s)
     }
 
@@ -281,10 +267,12 @@ fn dir_name(dir: &Path) -> String {
         .unwrap_or_else(|| "model".into())
 }
 
-/// Model names: letters, digits, `.`, `_`, `-`.
+/// Model names (also the folder names of the model directory): letters, digits, `.`, `_`,
+/// `-`, not starting with a dot.
 pub fn check_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 128
+        && !name.starts_with('.')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
@@ -292,7 +280,7 @@ pub fn check_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "model name `{name}`: use 1-128 letters, digits, `.`, `_` or `-`"
+            "model name `{name}`: use 1-128 letters, digits, `.`, `_` or `-`, not starting with `.`"
         )))
     }
 }

@@ -551,6 +551,24 @@ impl pb::restore_server::Restore for RestoreService {
     }
 }
 
+/// Sets the Restore service's readiness: SERVING while a default model is loaded and the server
+/// is not draining. Called at start and before a model change is answered, so a health check
+/// right after LoadModel / UnloadModel sees the new state.
+pub async fn publish_readiness(
+    health: &tonic_health::server::HealthReporter,
+    registry: &Registry,
+    shutdown: &watch::Receiver<bool>,
+) {
+    let status = if registry.default_name().is_some() && !*shutdown.borrow() {
+        tonic_health::ServingStatus::Serving
+    } else {
+        tonic_health::ServingStatus::NotServing
+    };
+    health
+        .set_service_status(super::RESTORE_SERVICE, status)
+        .await;
+}
+
 /// The `noiseda.v1.Models` service.
 pub struct ModelsService {
     registry: Arc<Registry>,
@@ -574,29 +592,12 @@ impl ModelsService {
         }
     }
 
-    /// Sets the Restore service's readiness before a model change is answered, so a client
-    /// that checks health right after LoadModel / UnloadModel sees the new state.
-    async fn publish_readiness(&self) {
-        let serving = self.registry.default_name().is_some() && !*self.shutdown.borrow();
-        let status = if serving {
-            tonic_health::ServingStatus::Serving
-        } else {
-            tonic_health::ServingStatus::NotServing
-        };
-        self.health
-            .set_service_status(super::RESTORE_SERVICE, status)
-            .await;
-    }
-
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Registry) -> Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let r = self.registry.clone();
-        tokio::task::spawn_blocking(move || f(&r))
-            .await
-            .map_err(|e| Status::internal(format!("model registry task failed: {e}")))?
-            .map_err(Status::from)
+        super::blocking("model registry", move || f(&r)).await
     }
 }
 
@@ -649,7 +650,7 @@ impl pb::models_server::Models for ModelsService {
                 r.load(&dir, &name, &req.version, req.make_default)
             })
             .await?;
-        self.publish_readiness().await;
+        publish_readiness(&self.health, &self.registry, &self.shutdown).await;
         let is_default = self.registry.default_name().as_deref() == Some(s.name.as_str());
         Ok(Response::new(loaded(&s, is_default)))
     }
@@ -660,7 +661,7 @@ impl pb::models_server::Models for ModelsService {
     ) -> Result<Response<pb::UnloadModelResponse>, Status> {
         let name = req.into_inner().name;
         self.blocking(move |r| r.unload(&name)).await?;
-        self.publish_readiness().await;
+        publish_readiness(&self.health, &self.registry, &self.shutdown).await;
         Ok(Response::new(pb::UnloadModelResponse {}))
     }
 
@@ -670,7 +671,7 @@ impl pb::models_server::Models for ModelsService {
     ) -> Result<Response<pb::LoadedModel>, Status> {
         let name = req.into_inner().name;
         let s = self.blocking(move |r| r.set_default(&name)).await?;
-        self.publish_readiness().await;
+        publish_readiness(&self.health, &self.registry, &self.shutdown).await;
         Ok(Response::new(loaded(&s, true)))
     }
 

@@ -172,6 +172,21 @@ fn job_row(r: &Row<'_>) -> rusqlite::Result<(i64, JobRecord)> {
     ))
 }
 
+fn insert_checkpoint(tx: &rusqlite::Transaction<'_>, id: &str, c: &CheckpointRecord) -> Result<()> {
+    tx.execute(
+        "INSERT OR REPLACE INTO checkpoints (job_id, step, path, saved_ms, metrics)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![
+            id,
+            c.step as i64,
+            c.path.to_string_lossy(),
+            c.saved_ms,
+            metrics_json(&c.metrics),
+        ],
+    )?;
+    Ok(())
+}
+
 pub struct Store {
     conn: Mutex<Connection>,
 }
@@ -369,17 +384,7 @@ impl Store {
     pub fn add_checkpoint(&self, id: &str, c: &CheckpointRecord, pruned: &[u64]) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        tx.execute(
-            "INSERT OR REPLACE INTO checkpoints (job_id, step, path, saved_ms, metrics)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![
-                id,
-                c.step as i64,
-                c.path.to_string_lossy(),
-                c.saved_ms,
-                metrics_json(&c.metrics),
-            ],
-        )?;
+        insert_checkpoint(&tx, id, c)?;
         for step in pruned {
             tx.execute(
                 "DELETE FROM checkpoints WHERE job_id = ?1 AND step = ?2",
@@ -396,17 +401,7 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute("DELETE FROM checkpoints WHERE job_id = ?1", [id])?;
         for c in all {
-            tx.execute(
-                "INSERT INTO checkpoints (job_id, step, path, saved_ms, metrics)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    id,
-                    c.step as i64,
-                    c.path.to_string_lossy(),
-                    c.saved_ms,
-                    metrics_json(&c.metrics),
-                ],
-            )?;
+            insert_checkpoint(&tx, id, c)?;
         }
         tx.commit()?;
         Ok(())

@@ -36,10 +36,7 @@ impl TrainingService {
         f: impl FnOnce(&Arc<Manager>) -> Result<T> + Send + 'static,
     ) -> Result<T, Status> {
         let m = self.manager.clone();
-        tokio::task::spawn_blocking(move || f(&m))
-            .await
-            .map_err(|e| Status::internal(format!("job manager task failed: {e}")))?
-            .map_err(Status::from)
+        super::blocking("job manager", move || f(&m)).await
     }
 }
 

@@ -4,33 +4,16 @@ Usage: restore_client.py PROTO_DIR ADDRESS IMAGE.png
 Restores a PNG, checks the reply's shape, model identity and timings, sends raw RGB bytes, and
 checks that a corrupt image is INVALID_ARGUMENT. Prints "ok <model> <version>" on success.
 """
-import os
 import sys
-import tempfile
 
 import grpc
-import grpc_tools
-from grpc_tools import protoc
 
-
-def stubs(proto_dir):
-    out = tempfile.mkdtemp()
-    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    rc = protoc.main([
-        "protoc", f"-I{proto_dir}", f"-I{well_known}",
-        f"--python_out={out}", f"--grpc_python_out={out}",
-        "noiseda/v1/model.proto", "noiseda/v1/restore.proto",
-    ])
-    if rc != 0:
-        sys.exit(f"protoc failed ({rc})")
-    sys.path.insert(0, out)
-    from noiseda.v1 import restore_pb2, restore_pb2_grpc
-    return restore_pb2, restore_pb2_grpc
+from stubs import generate
 
 
 def main():
     proto_dir, address, image = sys.argv[1:4]
-    pb, rpc = stubs(proto_dir)
+    pb, rpc = generate(proto_dir, "restore")
     channel = grpc.insecure_channel(address)
     restore = rpc.RestoreStub(channel)
     models = rpc.ModelsStub(channel)

@@ -4,33 +4,16 @@ Usage: train_client.py PROTO_DIR ADDRESS CLEAN_DIR
 Submits a tiny job, reads its metric stream to the end, checks the job completed and that
 errors come back as gRPC status codes. Prints "ok <points>" on success.
 """
-import os
 import sys
-import tempfile
 
 import grpc
-import grpc_tools
-from grpc_tools import protoc
 
-
-def stubs(proto_dir):
-    out = tempfile.mkdtemp()
-    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
-    rc = protoc.main([
-        "protoc", f"-I{proto_dir}", f"-I{well_known}",
-        f"--python_out={out}", f"--grpc_python_out={out}",
-        "noiseda/v1/model.proto", "noiseda/v1/training.proto",
-    ])
-    if rc != 0:
-        sys.exit(f"protoc failed ({rc})")
-    sys.path.insert(0, out)
-    from noiseda.v1 import training_pb2, training_pb2_grpc
-    return training_pb2, training_pb2_grpc
+from stubs import generate
 
 
 def main():
     proto_dir, address, clean = sys.argv[1:4]
-    pb, rpc = stubs(proto_dir)
+    pb, rpc = generate(proto_dir, "training")
     stub = rpc.TrainingStub(grpc.insecure_channel(address))
     spec = f"""
 name = "from-python"
