@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Conditions, OptimizerSpec};
+use crate::config::{Conditions, Hinge, OptimizerSpec};
 use crate::data::Batch;
 use crate::method::schedule::Schedule;
 use crate::method::{Joint, Objective};
@@ -184,7 +184,9 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
                     charbonnier_eps: 1e-3,
                     weight: 0.2,
                     ramp_steps: 0,
+                    hold_steps: 0,
                     margin: 0.1,
+                    hinge: Hinge::Batch,
                     shuffle: true,
                     residual_swap: true,
                     conditions: Conditions::Both,

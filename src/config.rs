@@ -128,6 +128,17 @@ impl Method {
     }
 }
 
+/// What the residual-swap hinge compares.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Hinge {
+    /// `relu(mean MSE_pos − mean MSE_neg + δ)` over the batch (the official code).
+    #[default]
+    Batch,
+    /// `mean_i relu(MSE_pos,i − MSE_neg,i + δ)`: stays active while any sample violates it.
+    Sample,
+}
+
 /// Which restored images fill the diffusion network's two condition slots.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -419,9 +430,15 @@ pub struct LossSpec {
     /// Steps over which p ramps from 0 to 1 (the official code: 300 epochs).
     #[serde(default = "default_ramp_steps")]
     pub ramp_steps: u64,
-    /// Margin δ of the residual-swap hinge on batch-mean MSEs.
+    /// Steps with λ = 0 before the ramp starts (the diffusion net trains alone first).
+    #[serde(default)]
+    pub hold_steps: u64,
+    /// Margin δ of the residual-swap hinge.
     #[serde(default = "default_margin")]
     pub margin: f64,
+    /// Whether the hinge compares batch-mean MSEs (the official code) or each sample's.
+    #[serde(default)]
+    pub hinge: Hinge,
     /// Per-sample swap of the two condition slots ("channel shuffle").
     #[serde(default = "yes")]
     pub shuffle: bool,
@@ -462,7 +479,9 @@ impl Default for LossSpec {
             charbonnier_eps: default_charbonnier_eps(),
             diffusion_weight: default_diffusion_weight(),
             ramp_steps: default_ramp_steps(),
+            hold_steps: 0,
             margin: default_margin(),
+            hinge: Hinge::default(),
             shuffle: true,
             residual_swap: true,
             conditions: Conditions::default(),

@@ -231,3 +231,51 @@ fn variants_and_ablations_train() {
     let err = s.validate().unwrap_err().to_string();
     assert!(err.contains("data.unpaired"), "{err}");
 }
+
+#[test]
+fn per_sample_hinge_and_lambda_hold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (clean, real) = folders(tmp.path());
+    let mut spec = common::tiny_joint_spec(&clean, &real, 5, 0);
+    spec.loss.hold_steps = 2;
+    spec.loss.ramp_steps = 2;
+    let data = TrainData::load(&spec.data, spec.range()).unwrap();
+    let model = Model::new(
+        &spec.restorer.resolve().unwrap(),
+        Some(&spec.diffusion.resolve().unwrap()),
+        spec.seed,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let value = |objective: &Objective, step: u64, name: &str| {
+        let batch = make_batch(&data, spec.seed, step, spec.data.batch).unwrap();
+        let out = objective
+            .step(model.nets(), &batch, &mut step_rng(1, step))
+            .unwrap();
+        let t = &out.scalars.iter().find(|(n, _)| *n == name).unwrap().1;
+        t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
+    };
+    let batch_hinge = Objective::from_spec(&spec).unwrap();
+    // λ is 0 until hold_steps, then ramps over ramp_steps: 0.2·tanh(2.5·(3 − 2)/2) at step 3.
+    assert_eq!(value(&batch_hinge, 1, "lambda"), 0.0);
+    assert!((value(&batch_hinge, 3, "lambda") - 0.2 * 1.25f64.tanh()).abs() < 1e-6);
+    // With a margin large enough that every sample violates it, the per-sample hinge
+    // (mean of relu) equals the batch hinge (relu of means); in general it is ≥ (Jensen).
+    spec.loss.margin = 10.0;
+    let batch_big = Objective::from_spec(&spec).unwrap();
+    spec.loss.hinge = noiseda::config::Hinge::Sample;
+    let sample_big = Objective::from_spec(&spec).unwrap();
+    let (b, s) = (
+        value(&batch_big, 3, "hinge"),
+        value(&sample_big, 3, "hinge"),
+    );
+    assert!(
+        b > 9.0 && (b - s).abs() < 1e-5,
+        "batch {b} vs per-sample {s}"
+    );
+    spec.loss.margin = 0.0;
+    let sample0 = Objective::from_spec(&spec).unwrap();
+    spec.loss.hinge = noiseda::config::Hinge::Batch;
+    let batch0 = Objective::from_spec(&spec).unwrap();
+    assert!(value(&sample0, 3, "hinge") >= value(&batch0, 3, "hinge") - 1e-7);
+}

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use candle::{DType, Device, Tensor};
-use noiseda::config::Conditions;
+use noiseda::config::{Conditions, Hinge};
 use noiseda::data::Batch;
 use noiseda::method::schedule::Schedule;
 use noiseda::method::{joint_step_with, swap_slots, Draws, Joint, StepOutput};
@@ -156,7 +156,9 @@ impl Fixture {
             charbonnier_eps: self.scalar("in.charbonnier_eps"),
             weight: 0.2,
             ramp_steps: self.scalar("in.ramp") as u64,
+            hold_steps: 0,
             margin: self.scalar("in.margin"),
+            hinge: Hinge::Batch,
             shuffle: true,
             residual_swap: true,
             conditions: Conditions::Both,

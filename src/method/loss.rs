@@ -12,6 +12,11 @@ pub fn mse(a: &Tensor, b: &Tensor) -> candle::Result<Tensor> {
     (a - b)?.sqr()?.mean_all()
 }
 
+/// Mean squared error of each sample: (b, …) → (b,).
+pub fn mse_per_sample(a: &Tensor, b: &Tensor) -> candle::Result<Tensor> {
+    (a - b)?.sqr()?.flatten_from(1)?.mean(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -29,5 +34,9 @@ mod tests {
         assert!((l as f64 - expect).abs() < 1e-6, "{l} vs {expect}");
         let m = mse(&a, &b).unwrap().to_scalar::<f32>().unwrap();
         assert!((m - 1.25 / 3.0).abs() < 1e-6);
+        let a2 = a.reshape((3, 1)).unwrap();
+        let b2 = b.reshape((3, 1)).unwrap();
+        let per = mse_per_sample(&a2, &b2).unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(per, vec![0.0, 0.25, 1.0]);
     }
 }

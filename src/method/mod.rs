@@ -10,7 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::config::{Conditions, JobSpec, Method};
+use crate::config::{Conditions, Hinge, JobSpec, Method};
 use crate::data::Batch;
 use crate::model::{DiffusionUNet, Restorer};
 use schedule::Schedule;
@@ -30,7 +30,9 @@ pub struct Joint {
     pub charbonnier_eps: f64,
     pub weight: f64,
     pub ramp_steps: u64,
+    pub hold_steps: u64,
     pub margin: f64,
+    pub hinge: Hinge,
     pub shuffle: bool,
     pub residual_swap: bool,
     pub conditions: Conditions,
@@ -39,9 +41,14 @@ pub struct Joint {
 }
 
 impl Joint {
-    /// λ at `step`: weight·tanh(2.5·p), p = min(step / ramp_steps, 1) (official
-    /// `(2/(1+exp(−5p)) − 1)·0.2`, there per epoch).
+    /// λ at `step`: 0 before `hold_steps`, then weight·tanh(2.5·p) with
+    /// p = min((step − hold_steps) / ramp_steps, 1) (official `(2/(1+exp(−5p)) − 1)·0.2`,
+    /// there per epoch, without a hold).
     pub fn lambda(&self, step: u64) -> f64 {
+        if step < self.hold_steps {
+            return 0.0;
+        }
+        let step = step - self.hold_steps;
         let p = if self.ramp_steps == 0 {
             1.0
         } else {
@@ -88,7 +95,9 @@ impl Objective {
                     charbonnier_eps: l.charbonnier_eps,
                     weight: l.diffusion_weight,
                     ramp_steps: l.ramp_steps,
+                    hold_steps: l.hold_steps,
                     margin: l.margin,
+                    hinge: l.hinge,
                     shuffle: l.shuffle,
                     // The extension has no contrastive term (official diff_flag 2).
                     residual_swap: l.residual_swap && !unpaired,
@@ -248,7 +257,14 @@ pub fn joint_step_with(
         let (a, bb) = swap_slots(&a0, &b0, &draws.mask_neg)?;
         let eps_neg = diffusion.forward(&Tensor::cat(&[&y_t, &a, &bb], 1)?, gammas, dropout)?;
         let d_neg = loss::mse(&eps_neg, eps)?;
-        let hinge = ((&d_pos - &d_neg)? + j.margin)?.relu()?;
+        let hinge = match j.hinge {
+            Hinge::Batch => ((&d_pos - &d_neg)? + j.margin)?.relu()?,
+            Hinge::Sample => {
+                let pos = loss::mse_per_sample(&eps_pos, eps)?;
+                let neg = loss::mse_per_sample(&eps_neg, eps)?;
+                ((pos - neg)? + j.margin)?.relu()?.mean_all()?
+            }
+        };
         scalars.push(("d_neg", d_neg));
         scalars.push(("hinge", hinge.clone()));
         ((&d_pos + hinge)? * 0.5)?
