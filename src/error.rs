@@ -57,6 +57,12 @@ pub enum Error {
     /// The job store (SQLite) failed.
     #[error("job store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// A call came without a valid API key.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The API key is valid but lacks the scope the call needs.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// The data loader thread went away.
     #[error("data loader stopped: {0}")]
     Loader(String),
@@ -126,6 +132,8 @@ impl Error {
             Error::AlreadyExists(_) => Code::AlreadyExists,
             Error::Unavailable(_) => Code::Unavailable,
             Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
             Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
             Error::Data(_)
             | Error::Checkpoint(_)

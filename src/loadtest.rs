@@ -213,6 +213,8 @@ async fn one_mode(
             },
             default_model: None,
         },
+        api_keys: None,
+        tls: None,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();

@@ -8,6 +8,7 @@ use noiseda::eval::{Degrade, EvalData, EvalOptions};
 use noiseda::infer::Tiling;
 use noiseda::metrics::Channel;
 use noiseda::model::{ArchConfig, DiffusionConfig};
+use noiseda::serve::auth::Remote;
 use noiseda::serve::client::{self, Client};
 use noiseda::serve::ServeOptions;
 use noiseda::train::{self, TrainOptions};
@@ -101,6 +102,8 @@ enum Command {
         /// With --server: requests in flight at once.
         #[arg(long, requires = "server", default_value_t = 4)]
         concurrency: usize,
+        #[command(flatten)]
+        auth: ClientAuth,
         input: PathBuf,
         output: PathBuf,
         /// Tiled inference with this tile size (bounded memory on large images).
@@ -132,6 +135,8 @@ enum Command {
         job: Option<String>,
         #[arg(long, env = "NOISEDA_SERVER", default_value = DEFAULT_SERVER)]
         server: String,
+        #[command(flatten)]
+        auth: ClientAuth,
         #[arg(long, default_value = "curves.png")]
         out: PathBuf,
     },
@@ -158,6 +163,8 @@ enum Command {
         /// Server address (host:port or http://host:port).
         #[arg(long, global = true, env = "NOISEDA_SERVER", default_value = DEFAULT_SERVER)]
         server: String,
+        #[command(flatten)]
+        auth: ClientAuth,
         #[command(subcommand)]
         command: JobsCommand,
     },
@@ -200,6 +207,19 @@ enum Command {
         #[arg(long, value_enum, default_value = "raw")]
         weights: WeightsArg,
     },
+    /// Make an API key for `noiseda serve --api-keys`: prints the key on stdout and appends its
+    /// entry (name, scopes, SHA-256 of the key; never the key) to --key-file, or prints the
+    /// entry on stderr.
+    Keygen {
+        /// Logged in place of the key when it is used or refused.
+        #[arg(long)]
+        name: String,
+        /// Comma-separated: training, restore, models.
+        #[arg(long, value_delimiter = ',', required = true)]
+        scopes: Vec<String>,
+        #[arg(long)]
+        key_file: Option<PathBuf>,
+    },
     /// Restorer presets with parameter counts and GMACs at 128×128 (paper table A1.3).
     /// Also the diffusion presets with their parameter counts.
     Arch {
@@ -209,6 +229,36 @@ enum Command {
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:50051";
+
+/// How a client command authenticates to a server (API key, TLS).
+#[derive(clap::Args, Debug, Clone, Default)]
+struct ClientAuth {
+    /// API key sent as `authorization: Bearer <key>`.
+    #[arg(long, global = true, env = "NOISEDA_API_KEY", hide_env_values = true)]
+    api_key: Option<String>,
+    /// CA certificate (PEM) that signed an https:// server's certificate (default: the
+    /// system's roots).
+    #[arg(long, global = true, env = "NOISEDA_TLS_CA")]
+    tls_ca: Option<PathBuf>,
+    /// Client certificate (PEM) for servers that require mutual TLS.
+    #[arg(long, global = true, env = "NOISEDA_TLS_CLIENT_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, global = true, env = "NOISEDA_TLS_CLIENT_KEY")]
+    tls_key: Option<PathBuf>,
+}
+
+impl ClientAuth {
+    fn remote(&self, server: &str) -> Remote {
+        Remote {
+            server: server.to_string(),
+            api_key: self.api_key.clone(),
+            tls_ca: self.tls_ca.clone(),
+            tls_cert: self.tls_cert.clone(),
+            tls_key: self.tls_key.clone(),
+        }
+    }
+}
 
 #[derive(clap::Args)]
 struct ServeArgs {
@@ -277,6 +327,19 @@ struct ServeArgs {
     /// Tile overlap (0 = tile/4, at least 16).
     #[arg(long, env = "NOISEDA_TILE_OVERLAP", default_value_t = 0)]
     tile_overlap: usize,
+    /// API key file (TOML `[[key]]` entries, see `noiseda keygen`); without it every call is
+    /// accepted.
+    #[arg(long, env = "NOISEDA_API_KEYS")]
+    api_keys: Option<PathBuf>,
+    /// Serve TLS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, env = "NOISEDA_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key of --tls-cert (PEM).
+    #[arg(long, env = "NOISEDA_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS.
+    #[arg(long, env = "NOISEDA_TLS_CLIENT_CA", requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -445,6 +508,15 @@ fn serve(args: ServeArgs) -> Result<()> {
             },
             default_model: args.default_model,
         },
+        api_keys: args.api_keys,
+        tls: match (args.tls_cert, args.tls_key) {
+            (Some(cert), Some(key)) => Some(noiseda::serve::auth::TlsFiles {
+                cert,
+                key,
+                client_ca: args.tls_client_ca,
+            }),
+            _ => None,
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -461,9 +533,9 @@ fn serve(args: ServeArgs) -> Result<()> {
     ))
 }
 
-fn jobs(server: &str, command: JobsCommand, progress: bool) -> Result<()> {
+fn jobs(remote: &Remote, command: JobsCommand, progress: bool) -> Result<()> {
     client_runtime()?.block_on(async {
-        let mut c = Client::connect(server).await?;
+        let mut c = Client::connect(remote).await?;
         match command {
             JobsCommand::Submit {
                 spec,
@@ -478,11 +550,11 @@ fn jobs(server: &str, command: JobsCommand, progress: bool) -> Result<()> {
                     println!("{}", job.id);
                 }
                 if follow {
-                    finish(client::follow(server, &job.id, progress).await?, json)?;
+                    finish(client::follow(remote, &job.id, progress).await?, json)?;
                 }
             }
             JobsCommand::Follow { id } => {
-                finish(client::follow(server, &id, progress).await?, false)?;
+                finish(client::follow(remote, &id, progress).await?, false)?;
             }
             JobsCommand::List { state, json } => {
                 let jobs = c.list(client::parse_state(&state)?).await?;
@@ -705,13 +777,14 @@ fn run(cli: Cli) -> Result<()> {
             server: Some(server),
             model_name,
             concurrency,
+            auth,
             input,
             output,
             tile,
             ..
         } => {
             let written = client_runtime()?.block_on(client::restore_remote(
-                &server,
+                &auth.remote(&server),
                 &model_name,
                 &input,
                 &output,
@@ -764,10 +837,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Plot {
             job: Some(id),
             server,
+            auth,
             out,
             ..
         } => client_runtime()?.block_on(async {
-            let mut c = Client::connect(&server).await?;
+            let mut c = Client::connect(&auth.remote(&server)).await?;
             let job = c.get(&id).await?;
             let points = c.history(&id, 1).await?;
             let run = noiseda::plot::Run {
@@ -866,7 +940,11 @@ fn run(cli: Cli) -> Result<()> {
             unreachable!("clap requires --config or a subcommand")
         }
         Command::Serve(args) => serve(args)?,
-        Command::Jobs { server, command } => jobs(&server, command, progress)?,
+        Command::Jobs {
+            server,
+            auth,
+            command,
+        } => jobs(&auth.remote(&server), command, progress)?,
         Command::Bench {
             load:
                 Some(BenchCommand::RestoreLoad {
@@ -958,6 +1036,48 @@ fn run(cli: Cli) -> Result<()> {
                 m.sha256,
                 out.display()
             );
+        }
+        Command::Keygen {
+            name,
+            scopes,
+            key_file,
+        } => {
+            let scopes = scopes
+                .iter()
+                .map(|s| {
+                    toml::Value::String(s.trim().to_string())
+                        .try_into::<noiseda::serve::auth::Scope>()
+                        .map_err(|_| {
+                            noiseda::Error::config(
+                                "--scopes",
+                                format!("unknown scope `{s}`; known: training, restore, models"),
+                            )
+                        })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if name.is_empty() || name.contains('"') {
+                return Err(noiseda::Error::config(
+                    "--name",
+                    "must be non-empty, without quotes",
+                ));
+            }
+            let (key, entry) = noiseda::serve::auth::keygen(&name, &scopes);
+            match key_file {
+                Some(f) => {
+                    use std::io::Write;
+                    let mut file = std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(&f)
+                        .map_err(|e| noiseda::Error::io(&f, e))?;
+                    writeln!(file, "\n{entry}").map_err(|e| noiseda::Error::io(&f, e))?;
+                    // The new entry must leave the file valid.
+                    noiseda::serve::auth::ApiKeys::load(&f)?;
+                    eprintln!("appended key `{name}` to {}", f.display());
+                }
+                None => eprint!("{entry}"),
+            }
+            println!("{key}");
         }
         Command::Arch { json } => {
             let rows = ArchConfig::PRESETS

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
+
+use super::auth::{KeyInterceptor, Remote};
 
 use crate::config::JobSpec;
 use crate::pb;
@@ -22,16 +25,8 @@ const MAX_MESSAGE: usize = 1 << 30;
 
 /// A connected Training client.
 pub struct Client {
-    inner: TrainingClient<Channel>,
+    inner: TrainingClient<InterceptedService<Channel, KeyInterceptor>>,
     server: String,
-}
-
-fn endpoint(server: &str) -> String {
-    if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    }
 }
 
 fn status(server: &str, s: tonic::Status) -> Error {
@@ -41,28 +36,21 @@ fn status(server: &str, s: tonic::Status) -> Error {
         tonic::Code::NotFound => Error::NotFound(msg),
         tonic::Code::FailedPrecondition => Error::FailedPrecondition(msg),
         tonic::Code::AlreadyExists => Error::AlreadyExists(msg),
+        tonic::Code::Unauthenticated => Error::Unauthenticated(msg),
+        tonic::Code::PermissionDenied => Error::PermissionDenied(msg),
+        tonic::Code::ResourceExhausted => Error::Overloaded(msg),
         _ => Error::Unavailable(format!("{msg} ({:?})", s.code())),
     }
 }
 
 impl Client {
-    pub async fn connect(server: &str) -> Result<Self> {
-        let url = endpoint(server);
-        let channel = tonic::transport::Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::InvalidArgument(format!("--server {server}: {e}")))?
-            .connect_timeout(Duration::from_secs(10))
-            .connect()
-            .await
-            .map_err(|e| {
-                Error::Unavailable(format!(
-                    "cannot reach the server at {url}: {e} (is `noiseda serve` running?)"
-                ))
-            })?;
+    pub async fn connect(remote: &Remote) -> Result<Self> {
+        let channel = remote.channel().await?;
         Ok(Self {
-            inner: TrainingClient::new(channel)
+            inner: TrainingClient::with_interceptor(channel, remote.interceptor()?)
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
-            server: url,
+            server: remote.url(),
         })
     }
 
@@ -390,8 +378,8 @@ pub fn metrics_text(points: &[MetricPoint]) -> String {
 
 /// Follows a job until it ends: a progress bar with the latest losses, reconnecting from the
 /// last seq when the stream or the server goes away. Returns the finished job.
-pub async fn follow(server: &str, id: &str, progress: bool) -> Result<pb::Job> {
-    let mut client = Client::connect(server).await?;
+pub async fn follow(remote: &Remote, id: &str, progress: bool) -> Result<pb::Job> {
+    let mut client = Client::connect(remote).await?;
     let job = client.get(id).await?;
     let total = job.progress.as_ref().map_or(0, |p| p.total_steps);
     let bar = if progress {
@@ -411,7 +399,7 @@ pub async fn follow(server: &str, id: &str, progress: bool) -> Result<pb::Job> {
     let mut lost_since: Option<std::time::Instant> = None;
     loop {
         let attempt = async {
-            let mut c = Client::connect(server).await?;
+            let mut c = Client::connect(remote).await?;
             let mut stream = c
                 .inner
                 .stream_metrics(pb::StreamMetricsRequest {
@@ -494,7 +482,7 @@ fn format_for(path: &Path) -> Result<pb::OutputFormat> {
 /// Restores a file or a folder through a server's Restore service, `concurrency` requests at a
 /// time; returns the files written.
 pub async fn restore_remote(
-    server: &str,
+    remote: &Remote,
     model: &str,
     input: &Path,
     output: &Path,
@@ -506,15 +494,12 @@ pub async fn restore_remote(
     for (_, dst) in &plan {
         format_for(dst)?;
     }
-    let url = endpoint(server);
-    let channel = tonic::transport::Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::InvalidArgument(format!("--server {server}: {e}")))?
-        .connect()
-        .await
-        .map_err(|e| Error::Unavailable(format!("cannot reach the server at {url}: {e}")))?;
-    let client = pb::restore_client::RestoreClient::new(channel)
-        .max_decoding_message_size(MAX_MESSAGE)
-        .max_encoding_message_size(MAX_MESSAGE);
+    let url = remote.url();
+    let channel = remote.channel().await?;
+    let client =
+        pb::restore_client::RestoreClient::with_interceptor(channel, remote.interceptor()?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
     let bar = if progress && plan.len() > 1 {
         indicatif::ProgressBar::new(plan.len() as u64)
     } else {

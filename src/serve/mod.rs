@@ -1,6 +1,7 @@
 //! `noiseda serve`: the gRPC server (Training service, grpc.health.v1, reflection), its
 //! Prometheus endpoint and graceful shutdown; plus the client used by `noiseda jobs`.
 
+pub mod auth;
 pub mod batcher;
 pub mod client;
 pub mod jobs;
@@ -72,6 +73,10 @@ pub struct ServeOptions {
     /// How long running jobs get to checkpoint after SIGTERM.
     pub shutdown_grace: Duration,
     pub restore: RestoreOptions,
+    /// Key file (TOML `[[key]]` entries); without it every call is accepted.
+    pub api_keys: Option<PathBuf>,
+    /// Certificate and key to serve TLS with (and a client CA for mTLS).
+    pub tls: Option<auth::TlsFiles>,
 }
 
 impl ServeOptions {
@@ -144,6 +149,20 @@ pub async fn serve(
     ready: impl FnOnce(SocketAddr, SocketAddr),
 ) -> Result<()> {
     opts.check()?;
+    let (keys, tls) = (opts.api_keys.clone(), opts.tls.clone());
+    let (keys, tls) = tokio::task::spawn_blocking(move || -> Result<_> {
+        Ok((
+            keys.as_deref().map(auth::ApiKeys::load).transpose()?,
+            tls.as_ref()
+                .map(auth::TlsFiles::server_config)
+                .transpose()?,
+        ))
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("reading the key and TLS files failed: {e}")))??;
+    if keys.is_none() {
+        tracing::warn!("no --api-keys: every call is accepted");
+    }
     let prom = Arc::new(prom::Prom::new());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
@@ -297,8 +316,15 @@ pub async fn serve(
             }
         }
     };
-    let server = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::config("--tls-cert", e.to_string()))?;
+    }
+    let server = builder
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .layer(auth::AuthLayer::new(keys))
         .add_service(health_service)
         .add_service(reflection)
         .add_optional_service(training)
