@@ -174,7 +174,7 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
         path.parent().unwrap_or(Path::new(".")).to_path_buf()
     };
     let mpath = dir.join(MANIFEST_FILE);
-    let text = std::fs::read_to_string(&mpath).map_err(|e| {
+    let bytes = std::fs::read(&mpath).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             Error::Artifact(format!(
                 "{} has no {MANIFEST_FILE}; pass a model directory written by `noiseda train` or `noiseda export`",
@@ -184,7 +184,8 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
             Error::io(&mpath, e)
         }
     })?;
-    let manifest: Manifest = serde_json::from_str(&text)
+    // serde_json names the line and column of invalid UTF-8 as of any other syntax error.
+    let manifest: Manifest = serde_json::from_slice(&bytes)
         .map_err(|e| Error::Artifact(format!("{}: {e}", mpath.display())))?;
     if manifest.format_version != FORMAT_VERSION {
         return Err(Error::Artifact(format!(

@@ -659,34 +659,80 @@ impl JobSpec {
         toml::to_string_pretty(self).expect("a JobSpec always serialises. This is a bug.")
     }
 
-    /// Data paths of the spec that do not exist, each an [`Error::Config`] naming its key.
-    pub fn missing_paths(&self) -> Vec<Error> {
-        let d = &self.data;
-        let s = &d.synthetic;
-        let v = d.val.as_ref();
-        let paths = [
-            ("data.synthetic.clean", s.clean.as_ref()),
-            ("data.synthetic.lq", s.lq.as_ref()),
-            ("data.synthetic.gt", s.gt.as_ref()),
-            ("data.synthetic.root", s.root.as_ref()),
-            ("data.real.dir", d.real.as_ref().map(|r| &r.dir)),
-            ("data.unpaired.dir", d.unpaired.as_ref().map(|r| &r.dir)),
-            ("data.val.lq", v.and_then(|v| v.lq.as_ref())),
-            ("data.val.gt", v.and_then(|v| v.gt.as_ref())),
-            ("data.val.root", v.and_then(|v| v.root.as_ref())),
+    /// The data paths of the spec with their keys.
+    fn data_paths_mut(&mut self) -> Vec<(&'static str, &mut PathBuf)> {
+        let d = &mut self.data;
+        let s = &mut d.synthetic;
+        let mut paths = vec![
+            ("data.synthetic.clean", s.clean.as_mut()),
+            ("data.synthetic.lq", s.lq.as_mut()),
+            ("data.synthetic.gt", s.gt.as_mut()),
+            ("data.synthetic.root", s.root.as_mut()),
+            ("data.real.dir", d.real.as_mut().map(|r| &mut r.dir)),
+            ("data.unpaired.dir", d.unpaired.as_mut().map(|r| &mut r.dir)),
         ];
+        if let Some(v) = d.val.as_mut() {
+            paths.push(("data.val.lq", v.lq.as_mut()));
+            paths.push(("data.val.gt", v.gt.as_mut()));
+            paths.push(("data.val.root", v.root.as_mut()));
+        }
         paths
             .into_iter()
-            .filter_map(|(key, p)| {
-                let p = p?;
-                (!p.exists()).then(|| {
-                    Error::config(
-                        key,
-                        format!("{} does not exist on this machine", p.display()),
-                    )
-                })
+            .filter_map(|(k, p)| p.map(|p| (k, p)))
+            .collect()
+    }
+
+    /// Data paths of the spec that do not exist, each an [`Error::Config`] naming its key.
+    pub fn missing_paths(&self) -> Vec<Error> {
+        self.clone()
+            .data_paths_mut()
+            .into_iter()
+            .filter(|(_, p)| !p.exists())
+            .map(|(key, p)| {
+                Error::config(
+                    key,
+                    format!("{} does not exist on this machine", p.display()),
+                )
             })
             .collect()
+    }
+
+    /// Confines the (absolute) data paths to `roots` (canonical directories): a path with a
+    /// `..` component, or one whose real location (symlinks resolved) is outside every root,
+    /// is a problem; the others are replaced by their real location, so the job reads what
+    /// was checked. A path outside the roots is reported without saying whether it exists.
+    pub fn confine_paths(&mut self, roots: &[PathBuf]) -> Vec<Error> {
+        let mut problems = Vec::new();
+        let outside = |key: &str, p: &Path| {
+            Error::config(
+                key,
+                format!(
+                    "{} is outside the server's data roots ({})",
+                    p.display(),
+                    roots
+                        .iter()
+                        .map(|r| r.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            )
+        };
+        for (key, p) in self.data_paths_mut() {
+            if p.components().any(|c| c == std::path::Component::ParentDir) {
+                problems.push(Error::config(key, "must not contain `..`"));
+                continue;
+            }
+            match p.canonicalize() {
+                Ok(real) if roots.iter().any(|r| real.starts_with(r)) => *p = real,
+                Ok(_) => problems.push(outside(key, p)),
+                Err(_) if roots.iter().any(|r| p.starts_with(r)) => problems.push(Error::config(
+                    key,
+                    format!("{} does not exist on this machine", p.display()),
+                )),
+                Err(_) => problems.push(outside(key, p)),
+            }
+        }
+        problems
     }
 
     /// Makes relative data paths relative to `base` (the spec file's folder).

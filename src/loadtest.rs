@@ -194,6 +194,7 @@ async fn one_mode(
         model_dir: tmp.join("models"),
         devices: vec!["cpu".into()],
         cpu_jobs: 1,
+        data_roots: Vec::new(),
         payload_limit: 64 << 20,
         shutdown_grace: Duration::from_secs(5),
         restore: RestoreOptions {

@@ -285,6 +285,10 @@ struct ServeArgs {
     /// Jobs that may run on the CPU at once.
     #[arg(long, env = "NOISEDA_CPU_JOBS", default_value_t = 1)]
     cpu_jobs: usize,
+    /// Directories job specs may read data from (comma-separated); paths elsewhere, with
+    /// `..`, or symlinked out of them are refused. Default: anywhere.
+    #[arg(long, env = "NOISEDA_DATA_ROOTS", value_delimiter = ',')]
+    data_roots: Vec<PathBuf>,
     /// Largest gRPC message in either direction, in bytes.
     #[arg(long, env = "NOISEDA_PAYLOAD_LIMIT", default_value_t = 64 << 20)]
     payload_limit: usize,
@@ -488,6 +492,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         data_dir: args.data_dir,
         devices: args.devices,
         cpu_jobs: args.cpu_jobs,
+        data_roots: args.data_roots,
         payload_limit: args.payload_limit,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
         role: args.role,

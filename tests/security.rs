@@ -304,3 +304,68 @@ fn bad_key_files_and_tls_files_stop_the_server_with_the_reason() {
     let msg = String::from_utf8_lossy(&out.stderr);
     assert!(msg.contains("nope.pem"), "{msg}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_data_paths_stay_inside_the_data_roots() {
+    use common::server::{start_request, tiny_toml};
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("datasets");
+    let clean = common::write_photos(&root.join("clean"), 2, 40, 40);
+    let secret = common::write_photos(&tmp.path().join("secret"), 2, 40, 40);
+    std::os::unix::fs::symlink(&secret, root.join("link-out")).unwrap();
+    std::os::unix::fs::symlink(&clean, root.join("link-in")).unwrap();
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &["--data-roots", root.to_str().unwrap()],
+    );
+    let mut c = server.client().await;
+    let submit = |path: PathBuf| start_request(&tiny_toml("p", &path, 1, 1, None), "");
+    let refused = [
+        (root.join("../secret"), "must not contain `..`"),
+        (root.join("link-out"), "outside the server's data roots"),
+        (secret.clone(), "outside the server's data roots"),
+        (
+            tmp.path().join("no-such-dir"),
+            "outside the server's data roots",
+        ),
+        (root.join("no-such-dir"), "does not exist"),
+    ];
+    for (path, why) in refused {
+        let e = c.start_job(submit(path.clone())).await.unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{path:?}: {e:?}");
+        assert!(
+            e.message().contains("data.synthetic.clean"),
+            "{}",
+            e.message()
+        );
+        assert!(e.message().contains(why), "{path:?}: {}", e.message());
+    }
+    // Inside the root, directly or through a symlink that stays inside: accepted, and the
+    // job reads the checked real path.
+    for path in [clean.clone(), root.join("link-in")] {
+        let job = c.start_job(submit(path)).await.unwrap().into_inner();
+        let real = clean.canonicalize().unwrap();
+        assert!(
+            job.resolved_spec
+                .contains(&format!("clean = \"{}\"", real.display())),
+            "{}",
+            job.resolved_spec
+        );
+    }
+    let e = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(tmp.path().join("data2"))
+        .arg("--data-roots")
+        .arg(tmp.path().join("missing-root"))
+        .output()
+        .unwrap();
+    assert!(!e.status.success());
+    assert!(String::from_utf8_lossy(&e.stderr).contains("--data-roots"));
+}

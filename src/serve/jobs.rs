@@ -34,6 +34,8 @@ pub struct ManagerOptions {
     pub devices: Vec<String>,
     /// Jobs that may run at once on the CPU (GPUs run one each).
     pub cpu_jobs: usize,
+    /// Canonical directories job data paths must lie in (empty: anywhere).
+    pub data_roots: Vec<PathBuf>,
 }
 
 /// What a metric stream follows: the newest seq of a job and whether it has ended.
@@ -230,7 +232,11 @@ impl Manager {
         let base = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         spec.resolve_paths(&base);
         let mut problems = spec.problems();
-        problems.extend(spec.missing_paths());
+        if self.opts.data_roots.is_empty() {
+            problems.extend(spec.missing_paths());
+        } else {
+            problems.extend(spec.confine_paths(&self.opts.data_roots));
+        }
         if !self.opts.devices.contains(&spec.device) {
             problems.push(Error::config(
                 "device",
@@ -679,7 +685,7 @@ pub enum SpecDocument {
 
 impl SpecDocument {
     /// The text as submitted and the parsed (not yet validated) spec.
-    fn parse(self) -> Result<(String, JobSpec)> {
+    pub fn parse(self) -> Result<(String, JobSpec)> {
         match self {
             SpecDocument::Toml(t) => {
                 let spec = JobSpec::from_toml(&t)

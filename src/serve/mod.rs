@@ -68,6 +68,8 @@ pub struct ServeOptions {
     pub model_dir: PathBuf,
     pub devices: Vec<String>,
     pub cpu_jobs: usize,
+    /// Directories that job data paths must lie in (empty: anywhere on the machine).
+    pub data_roots: Vec<PathBuf>,
     /// Largest gRPC message accepted or sent, in bytes.
     pub payload_limit: usize,
     /// How long running jobs get to checkpoint after SIGTERM.
@@ -177,6 +179,21 @@ pub async fn serve(
                 model_dir: opts.model_dir.clone(),
                 devices: opts.devices.clone(),
                 cpu_jobs: opts.cpu_jobs,
+                data_roots: opts
+                    .data_roots
+                    .iter()
+                    .map(|r| match r.canonicalize() {
+                        Ok(c) if c.is_dir() => Ok(c),
+                        Ok(_) => Err(Error::config(
+                            "--data-roots",
+                            format!("{} is not a directory", r.display()),
+                        )),
+                        Err(e) => Err(Error::config(
+                            "--data-roots",
+                            format!("{}: {e}", r.display()),
+                        )),
+                    })
+                    .collect::<Result<Vec<_>>>()?,
             },
             prom.clone(),
         );

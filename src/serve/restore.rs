@@ -101,15 +101,15 @@ fn us(d: Duration) -> u64 {
 }
 
 /// A decoded input and how long decoding took.
-struct Decoded {
-    image: Image,
-    tiling: Option<Tiling>,
-    decode: Duration,
+pub struct Decoded {
+    pub image: Image,
+    pub tiling: Option<Tiling>,
+    pub decode: Duration,
 }
 
-impl Inner {
+impl Limits {
     /// Pixel checks for a `width`×`height` input; the tiling it needs, if any.
-    fn admit_size(
+    pub fn admit_size(
         &self,
         k: usize,
         width: u64,
@@ -117,7 +117,7 @@ impl Inner {
         req: &pb::RestoreRequest,
         multiple: usize,
     ) -> Result<Option<Tiling>> {
-        let l = &self.limits;
+        let l = self;
         let pixels = width.saturating_mul(height);
         if width == 0 || height == 0 {
             return Err(Error::InvalidArgument(format!(
@@ -157,7 +157,10 @@ impl Inner {
         Ok(Some(t))
     }
 
-    fn decode(
+    /// Decodes input `k` of a request within the limits: encoded images are sized from their
+    /// header before any pixel is decoded; raw images must match their stated size exactly.
+    /// `multiple` is the model's size multiple (tiles are rounded up to it).
+    pub fn decode(
         &self,
         k: usize,
         input: &pb::ImageInput,
@@ -269,7 +272,9 @@ impl Inner {
             decode: t0.elapsed(),
         })
     }
+}
 
+impl Inner {
     /// Serves one request end to end.
     async fn handle(
         self: &Arc<Self>,
@@ -313,7 +318,7 @@ impl Inner {
                 req.images
                     .iter()
                     .enumerate()
-                    .map(|(k, input)| me.decode(k, input, &req, multiple))
+                    .map(|(k, input)| me.limits.decode(k, input, &req, multiple))
                     .collect::<Result<Vec<_>>>()
             })
             .await
