@@ -1145,6 +1145,8 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Fault injection for the crash tests (FAILPOINTS=name=action;...); inert when unset.
+    let _faults = fail::FailScenario::setup();
     match run(Cli::parse()) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

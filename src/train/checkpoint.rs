@@ -80,6 +80,8 @@ pub fn save(
     std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
     sync(&meta_path)?;
     sync(&tmp)?;
+    // Crash tests stop the process here: everything written, nothing renamed.
+    fail::fail_point!("checkpoint-before-rename", |_| std::process::abort());
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
     }

@@ -25,6 +25,18 @@ impl Server {
 
     /// The same on a given address (to restart a server where its clients expect it).
     pub fn start_on(listen: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start_with(listen, data_dir, extra, &[], None)
+    }
+
+    /// With extra environment variables and, optionally, a bash prelude run before `exec`
+    /// (e.g. `ulimit -f 64` to limit file sizes).
+    pub fn start_with(
+        listen: &str,
+        data_dir: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+        prelude: Option<&str>,
+    ) -> Self {
         let log = data_dir.with_extension(format!(
             "{}.log",
             std::time::SystemTime::now()
@@ -32,13 +44,26 @@ impl Server {
                 .unwrap()
                 .as_nanos()
         ));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        let mut cmd = match prelude {
+            Some(p) => {
+                let mut c = Command::new("bash");
+                c.args([
+                    "-c",
+                    &format!("{p}; exec \"$0\" \"$@\""),
+                    env!("CARGO_BIN_EXE_noiseda"),
+                ]);
+                c
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_noiseda")),
+        };
+        let mut child = cmd
             .args(["serve", "--listen", listen])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -98,6 +123,11 @@ impl Server {
         let status = self.child.wait().unwrap();
         assert!(status.success(), "serve exited with {status}");
         t0.elapsed()
+    }
+
+    /// Waits for the process to exit by itself; returns its status.
+    pub fn exit_status(mut self) -> std::process::ExitStatus {
+        self.child.wait().unwrap()
     }
 
     pub fn log_text(&self) -> String {
