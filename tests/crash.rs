@@ -140,3 +140,82 @@ async fn kills_and_a_torn_checkpoint_leave_the_job_exact() {
     );
     eprintln!("killed at steps {killed_at:?}, then a torn checkpoint; final weights identical");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_fails_the_job_with_the_reason_and_keeps_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
+    let data = tmp.path().join("data");
+    // Files may not grow past 64 KiB (RLIMIT_FSIZE; SIGXFSZ ignored, so writes fail with
+    // EFBIG as on a full disk): the database and metric log fit, a checkpoint does not.
+    let server = Server::start_with(
+        "127.0.0.1:0",
+        &data,
+        &[],
+        &[],
+        Some("trap '' XFSZ; ulimit -f 64"),
+    );
+    let mut c = server.client().await;
+    let job = c
+        .start_job(start_request(&tiny_toml("full", &clean, 40, 20, None), ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = wait_for(&mut c, &job.id, "failure", |j| {
+        state(j) == pb::JobState::Failed || state(j) == pb::JobState::Completed
+    })
+    .await;
+    assert_eq!(state(&failed), pb::JobState::Failed);
+    let why = &failed.last_error;
+    assert!(
+        why.contains("checkpoint") && why.contains("step-00000020") && why.contains("large"),
+        "{why}"
+    );
+    // No checkpoint claims to exist; the metric log is intact up to the failure.
+    let job_dir = data.join("jobs").join(&job.id);
+    assert_eq!(assert_checkpoints_whole(&job_dir), 0);
+    let points = stream(&mut c, &job.id, 1, None).await.unwrap();
+    let seqs: Vec<u64> = points.iter().map(|p| p.seq).collect();
+    assert_eq!(seqs, (1..=points.len() as u64).collect::<Vec<_>>());
+    assert!(points.iter().any(|p| p.step == 20));
+    // The server goes on: the next job is accepted and ends the same clear way (its final
+    // model does not fit either), and both are listed.
+    let next = c
+        .start_job(start_request(&tiny_toml("after", &clean, 2, 0, None), ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let done = wait_for(&mut c, &next.id, "second job", |j| {
+        state(j) == pb::JobState::Completed || state(j) == pb::JobState::Failed
+    })
+    .await;
+    assert_eq!(state(&done), pb::JobState::Failed);
+    assert!(done.last_error.contains("large"), "{}", done.last_error);
+    let listed = c
+        .list_jobs(pb::ListJobsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    assert_eq!(listed.len(), 2);
+    drop(server);
+
+    // A data dir that cannot be a directory stops the server at start, naming it.
+    let file = tmp.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let msg = String::from_utf8_lossy(&out.stderr);
+    assert!(msg.contains("not-a-dir"), "{msg}");
+}

@@ -493,7 +493,9 @@ impl Manager {
         let mut inner = self.inner();
         if let Some(state) = state {
             tracing::info!(job = %id, state = state.as_str(), error = ?error, "job ended");
-            report(self.store.set_state(&id, state, error.as_deref()));
+            drop(inner);
+            self.record_end(&id, state, error.as_deref());
+            inner = self.inner();
             if let Some(live) = inner.live.remove(&id) {
                 live.send_replace(Live {
                     last_seq: progress.last_seq,
@@ -508,6 +510,31 @@ impl Manager {
         self.ended.notify_all();
         self.refresh_gauges();
         report(self.schedule());
+    }
+
+    /// Records how a job ended. A write that fails (a full disk fails the job and then, often,
+    /// the store's own write) is retried after moving the write-ahead log into the database,
+    /// which frees its space, for up to ~15 s; after that the job stays `running` in the store
+    /// and the next start recovers it as interrupted.
+    fn record_end(&self, id: &str, state: State, error: Option<&str>) {
+        let mut wait = Duration::from_secs(1);
+        for attempt in 1..=5 {
+            match self.store.set_state(id, state, error) {
+                Ok(()) => return,
+                Err(e) if attempt < 5 => {
+                    tracing::warn!(job = %id, error = %e, attempt, "could not record the end; retrying");
+                    if let Err(e) = self.store.checkpoint_wal() {
+                        tracing::warn!(error = %e, "could not checkpoint the job store");
+                    }
+                    std::thread::sleep(wait);
+                    wait *= 2;
+                }
+                Err(e) => tracing::error!(
+                    job = %id, state = state.as_str(), error = %e,
+                    "could not record how the job ended; the next start recovers it as interrupted"
+                ),
+            }
+        }
     }
 
     /// Cancels a queued job at once and a running one at its next step boundary.

@@ -204,6 +204,14 @@ impl Store {
         })
     }
 
+    /// Moves the write-ahead log into the database file and truncates it: frees the space the
+    /// log holds when a write failed for lack of it (a full disk).
+    pub fn checkpoint_wal(&self) -> Result<()> {
+        self.conn()
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite half-written (each call is one
         // statement or one transaction), so a poisoned lock is still usable.
