@@ -782,3 +782,198 @@ fn load_benchmark_reports_both_modes() {
         }
     }
 }
+
+/// Resident memory of a process, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_past_capacity_is_refused_fast_with_bounded_memory() {
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path(), "tiny", 1);
+    let server = start(tmp.path(), &["--max-queue", "4", "--max-batch-size", "2"]);
+    let ch = channel(&server).await;
+    let img = png(&common::photo(3, 96, 96));
+    // Warm up, then measure the resident memory under a fixed, bounded load: 32 clients for
+    // 3 s against a queue of 4 images.
+    RestoreClient::new(ch.clone())
+        .restore(request(vec![encoded(img.clone())], pb::OutputFormat::Png))
+        .await
+        .unwrap();
+    let rss_before = rss_mib(server.pid());
+    let until = std::time::Instant::now() + Duration::from_secs(3);
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (ch, img) = (ch.clone(), img.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = RestoreClient::new(ch);
+            let mut out = Vec::new();
+            while std::time::Instant::now() < until {
+                let t0 = std::time::Instant::now();
+                let r = c
+                    .restore(request(vec![encoded(img.clone())], pb::OutputFormat::Png))
+                    .await;
+                let code = r.err().map_or(Code::Ok, |e| e.code());
+                out.push((code, t0.elapsed().as_secs_f64() * 1e3));
+            }
+            out
+        }));
+    }
+    let mut peak = rss_before;
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+        peak = peak.max(rss_mib(server.pid()));
+    }
+    let rss_after = rss_mib(server.pid());
+    let mut ok: Vec<f64> = all
+        .iter()
+        .filter(|r| r.0 == Code::Ok)
+        .map(|r| r.1)
+        .collect();
+    let mut refused: Vec<f64> = all
+        .iter()
+        .filter(|r| r.0 == Code::ResourceExhausted)
+        .map(|r| r.1)
+        .collect();
+    let other: Vec<_> = all
+        .iter()
+        .filter(|r| r.0 != Code::Ok && r.0 != Code::ResourceExhausted)
+        .collect();
+    assert!(other.is_empty(), "unexpected outcomes: {other:?}");
+    assert!(
+        !ok.is_empty() && !refused.is_empty(),
+        "{} ok, {} refused",
+        ok.len(),
+        refused.len()
+    );
+    let (ok_ms, refused_ms) = (median(&mut ok), median(&mut refused));
+    assert!(
+        refused_ms < ok_ms,
+        "refusals ({refused_ms:.1} ms) should be answered faster than restores ({ok_ms:.1} ms)"
+    );
+    assert!(
+        rss_after - rss_before < 256.0,
+        "RSS grew from {rss_before:.0} to {rss_after:.0} MiB"
+    );
+    eprintln!(
+        "overload: {} requests in 3 s from 32 clients, queue 4: {} ok ({:.1}/s, median {ok_ms:.1} ms), \
+         {} RESOURCE_EXHAUSTED (median {refused_ms:.2} ms), 0 other; RSS {rss_before:.0} -> peak {peak:.0} -> {rss_after:.0} MiB",
+        all.len(),
+        ok.len(),
+        ok.len() as f64 / 3.0,
+        refused.len()
+    );
+    // Still serving afterwards.
+    RestoreClient::new(ch)
+        .restore(request(vec![encoded(img)], pb::OutputFormat::Png))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_under_restore_load_drains_in_order() {
+    use tonic_health::pb::health_client::HealthClient;
+    use tonic_health::pb::HealthCheckRequest;
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path(), "tiny", 1);
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
+    let models = tmp.path().join("models");
+    // Both services in one process: a training job runs while Restore is under load. Each
+    // image waits 600 ms for company in the batch queue, so requests are in flight at SIGTERM.
+    let server = Server::start(
+        &tmp.path().join("data"),
+        &[
+            "--model-dir",
+            models.to_str().unwrap(),
+            "--max-batch-wait-us",
+            "600000",
+            "--max-batch-size",
+            "16",
+            "--shutdown-grace",
+            "20",
+        ],
+    );
+    let mut training = server.client().await;
+    let job = training
+        .start_job(common::server::start_request(
+            &common::server::tiny_toml("bg", &clean, 1_000_000, 1_000_000, None),
+            "",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    common::server::wait_for(&mut training, &job.id, "steps", |j| {
+        j.progress.as_ref().is_some_and(|p| p.step > 5)
+    })
+    .await;
+    let ch = channel(&server).await;
+    let mut watch = HealthClient::new(ch.clone())
+        .watch(HealthCheckRequest {
+            service: "noiseda.v1.Restore".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(watch.message().await.unwrap().unwrap().status, 1, "SERVING");
+
+    let img = png(&common::photo(2, 64, 64));
+    let t0 = std::time::Instant::now();
+    let mut in_flight = Vec::new();
+    for _ in 0..6 {
+        let (ch, img) = (ch.clone(), img.clone());
+        in_flight.push(tokio::spawn(async move {
+            let r = RestoreClient::new(ch)
+                .restore(request(vec![encoded(img)], pb::OutputFormat::Png))
+                .await;
+            (r.map(|_| ()), t0.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    unsafe {
+        libc::kill(server.pid() as i32, libc::SIGTERM);
+    }
+    // 1. Readiness flips first.
+    let flipped = watch.message().await.unwrap().unwrap();
+    let flipped_at = t0.elapsed();
+    assert_eq!(flipped.status, 2, "NOT_SERVING");
+    // 2. New calls are refused with UNAVAILABLE.
+    let r = RestoreClient::new(ch.clone())
+        .restore(request(vec![encoded(img.clone())], pb::OutputFormat::Png))
+        .await;
+    let e = r.err().expect("a call after SIGTERM was served");
+    assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
+    // 3. The calls in flight at SIGTERM finish, after readiness went off.
+    for t in in_flight {
+        let (r, done_at) = t.await.unwrap();
+        r.unwrap();
+        assert!(done_at > flipped_at, "{done_at:?} <= {flipped_at:?}");
+    }
+    // 4. The process exits within the grace period and the running job checkpointed (an
+    // open Watch stream would hold it to the end of the grace period).
+    drop(watch);
+    drop(ch);
+    let took = server.wait();
+    assert!(took < Duration::from_secs(20), "{took:?}");
+    let ckpts = noiseda::train::checkpoint::list(
+        &tmp.path()
+            .join("data/jobs")
+            .join(&job.id)
+            .join("checkpoints"),
+    )
+    .unwrap();
+    assert_eq!(ckpts.len(), 1, "the shutdown checkpoint");
+}

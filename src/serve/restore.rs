@@ -487,10 +487,15 @@ impl pb::restore_server::Restore for RestoreService {
         req: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
         let deadline = deadline(req.metadata());
-        let r = self
-            .inner
-            .handle(req.into_inner(), deadline, Admission::Now)
-            .await;
+        // Draining: calls that arrive on open connections are refused; those already
+        // admitted finish within the grace period.
+        let r = if *self.shutdown.borrow() {
+            Err(Error::Unavailable("the server is shutting down".into()))
+        } else {
+            self.inner
+                .handle(req.into_inner(), deadline, Admission::Now)
+                .await
+        };
         self.inner.prom.request("Restore", code_of(&r));
         Ok(Response::new(r?))
     }
@@ -501,6 +506,9 @@ impl pb::restore_server::Restore for RestoreService {
         &self,
         req: Request<tonic::Streaming<pb::RestoreRequest>>,
     ) -> Result<Response<Self::RestoreStreamStream>, Status> {
+        if *self.shutdown.borrow() {
+            return Err(Error::Unavailable("the server is shutting down".into()).into());
+        }
         let mut inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(STREAM_IN_FLIGHT);
         let (order_tx, mut order_rx) =
