@@ -197,6 +197,7 @@ async fn one_mode(
         data_roots: Vec::new(),
         payload_limit: 64 << 20,
         shutdown_grace: Duration::from_secs(5),
+        drain_delay: Duration::ZERO,
         restore: RestoreOptions {
             device: "cpu".into(),
             batch: BatchOptions {

@@ -295,6 +295,10 @@ struct ServeArgs {
     /// Seconds running jobs get to checkpoint after SIGTERM.
     #[arg(long, env = "NOISEDA_SHUTDOWN_GRACE", default_value_t = 30)]
     shutdown_grace: u64,
+    /// Milliseconds after SIGTERM during which open connections stay up and new calls are
+    /// answered UNAVAILABLE (readiness is already off) before the server stops accepting.
+    #[arg(long, env = "NOISEDA_DRAIN_DELAY_MS", default_value_t = 1000)]
+    drain_delay_ms: u64,
     /// Services to run: all, training or restore.
     #[arg(long, env = "NOISEDA_ROLE", value_enum, default_value = "all")]
     role: noiseda::serve::Role,
@@ -495,6 +499,7 @@ fn serve(args: ServeArgs) -> Result<()> {
         data_roots: args.data_roots,
         payload_limit: args.payload_limit,
         shutdown_grace: std::time::Duration::from_secs(args.shutdown_grace),
+        drain_delay: std::time::Duration::from_millis(args.drain_delay_ms),
         role: args.role,
         restore: noiseda::serve::RestoreOptions {
             device: args.restore_device,

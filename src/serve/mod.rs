@@ -74,6 +74,10 @@ pub struct ServeOptions {
     pub payload_limit: usize,
     /// How long running jobs get to checkpoint after SIGTERM.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long the server keeps its connections open answering new calls
+    /// UNAVAILABLE (readiness already off) before it stops accepting them, so clients and load
+    /// balancers see the refusal rather than a dropped connection.
+    pub drain_delay: Duration,
     pub restore: RestoreOptions,
     /// Key file (TOML `[[key]]` entries); without it every call is accepted.
     pub api_keys: Option<PathBuf>,
@@ -314,6 +318,7 @@ pub async fn serve(
     ready(addr, metrics_addr);
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let drain_delay = opts.drain_delay.min(opts.shutdown_grace);
     let drain = {
         let health = health_reporter.clone();
         let m = manager.clone();
@@ -331,6 +336,7 @@ pub async fn serve(
             if let Some(m) = m {
                 let _ = tokio::task::spawn_blocking(move || m.begin_shutdown()).await;
             }
+            tokio::time::sleep(drain_delay).await;
         }
     };
     let mut builder = tonic::transport::Server::builder();
