@@ -954,7 +954,9 @@ async fn sigterm_under_restore_load_drains_in_order() {
     let r = RestoreClient::new(ch.clone())
         .restore(request(vec![encoded(img.clone())], pb::OutputFormat::Png))
         .await;
-    let e = r.err().expect("a call after SIGTERM was served");
+    let Err(e) = r else {
+        panic!("a call after SIGTERM was served")
+    };
     assert_eq!(e.code(), Code::Unavailable, "{}", e.message());
     // 3. The calls in flight at SIGTERM finish, after readiness went off.
     for t in in_flight {
