@@ -207,6 +207,22 @@ enum Command {
         #[arg(long, value_enum, default_value = "raw")]
         weights: WeightsArg,
     },
+    /// Ask a server's grpc.health.v1 service: exits 0 when SERVING (for container health
+    /// checks), non-zero when not serving, unknown or unreachable.
+    Health {
+        /// Server address (host:port, http:// or https://).
+        #[arg(long, env = "NOISEDA_SERVER", default_value = DEFAULT_SERVER)]
+        server: String,
+        /// Service to check: "" (the process is live), noiseda.v1.Training or
+        /// noiseda.v1.Restore (ready).
+        #[arg(long, default_value = "")]
+        service: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        #[command(flatten)]
+        auth: ClientAuth,
+    },
     /// Make an API key for `noiseda serve --api-keys`: prints the key on stdout and appends its
     /// entry (name, scopes, SHA-256 of the key; never the key) to --key-file, or prints the
     /// entry on stderr.
@@ -1046,6 +1062,51 @@ fn run(cli: Cli) -> Result<()> {
                 m.sha256,
                 out.display()
             );
+        }
+        Command::Health {
+            server,
+            service,
+            timeout,
+            auth,
+        } => {
+            let remote = auth.remote(&server);
+            let status = client_runtime()?.block_on(async {
+                let check = async {
+                    let channel = remote.channel().await?;
+                    let mut c = tonic_health::pb::health_client::HealthClient::new(channel);
+                    c.check(tonic_health::pb::HealthCheckRequest {
+                        service: service.clone(),
+                    })
+                    .await
+                    .map(|r| r.into_inner().status)
+                    .map_err(|e| {
+                        noiseda::Error::Unavailable(if e.code() == tonic::Code::NotFound {
+                            format!("service `{service}` is unknown to {}", remote.url())
+                        } else {
+                            format!("{}: {}", remote.url(), e.message())
+                        })
+                    })
+                };
+                tokio::time::timeout(std::time::Duration::from_secs(timeout), check)
+                    .await
+                    .map_err(|_| {
+                        noiseda::Error::Unavailable(format!(
+                            "{}: no answer within {timeout} s",
+                            remote.url()
+                        ))
+                    })?
+            })?;
+            let name = tonic_health::pb::health_check_response::ServingStatus::try_from(status)
+                .map_or("UNKNOWN", |s| s.as_str_name());
+            let what = if service.is_empty() {
+                "server"
+            } else {
+                &service
+            };
+            if name != "SERVING" {
+                return Err(noiseda::Error::Unavailable(format!("{what}: {name}")));
+            }
+            println!("{what}: {name}");
         }
         Command::Keygen {
             name,

@@ -169,6 +169,25 @@ pub async fn serve(
     if keys.is_none() {
         tracing::warn!("no --api-keys: every call is accepted");
     }
+    // Every device this process may use opens now (a GPU that is not there stops the start).
+    let mut names: Vec<String> = Vec::new();
+    if opts.role.training() {
+        names.extend(opts.devices.iter().cloned());
+    }
+    if opts.role.restore() && !names.contains(&opts.restore.device) {
+        names.push(opts.restore.device.clone());
+    }
+    for d in tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|n| crate::device::describe(n))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("opening the devices failed: {e}")))??
+    {
+        tracing::info!(device = %d, "device");
+    }
     let prom = Arc::new(prom::Prom::new());
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
