@@ -57,6 +57,9 @@ pub enum Error {
     /// The job store (SQLite) failed.
     #[error("job store: {0}")]
     Store(#[from] rusqlite::Error),
+    /// The shared job store (PostgreSQL) failed or cannot be reached.
+    #[error("job store (PostgreSQL): {0}")]
+    Postgres(#[from] postgres::Error),
     /// A call came without a valid API key.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -130,7 +133,7 @@ impl Error {
             | Error::Image { .. } => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
             Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::Unavailable(_) => Code::Unavailable,
+            Error::Unavailable(_) | Error::Postgres(_) => Code::Unavailable,
             Error::Overloaded(_) => Code::ResourceExhausted,
             Error::Unauthenticated(_) => Code::Unauthenticated,
             Error::PermissionDenied(_) => Code::PermissionDenied,

@@ -157,7 +157,7 @@ enum Command {
     },
     /// Run the gRPC server: the Training service (job manager), health, reflection, and
     /// Prometheus metrics on their own port.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Talk to a running server: submit and follow training jobs, export their models.
     Jobs {
         /// Server address (host:port or http://host:port).
@@ -318,6 +318,22 @@ struct ServeArgs {
     /// Services to run: all, training or restore.
     #[arg(long, env = "NOISEDA_ROLE", value_enum, default_value = "all")]
     role: noiseda::serve::Role,
+    /// Job store: `sqlite` (<data-dir>/noiseda.db, one server), `sqlite:PATH`, or
+    /// `postgres://user:pass@host:5432/db` shared by several training replicas (which then
+    /// share --data-dir too).
+    #[arg(long, env = "NOISEDA_STORE", default_value = "sqlite")]
+    store: String,
+    /// This server's name in job leases; unique per replica (default: <hostname>-<pid>). A
+    /// replica restarted under the same name takes its jobs back without waiting.
+    #[arg(long, env = "NOISEDA_REPLICA_ID")]
+    replica_id: Option<String>,
+    /// Milliseconds a job's lease lasts without renewal: how soon another replica takes over
+    /// the jobs of one that died.
+    #[arg(long, env = "NOISEDA_LEASE_MS", default_value_t = 15_000)]
+    lease_ms: u64,
+    /// Milliseconds between looks for new artifacts in --model-dir (Restore; 0 = never).
+    #[arg(long, env = "NOISEDA_MODEL_POLL_MS", default_value_t = 5_000)]
+    model_poll_ms: u64,
     /// Device of the Restore service's models.
     #[arg(long, env = "NOISEDA_RESTORE_DEVICE", default_value = "cpu")]
     restore_device: String,
@@ -502,6 +518,17 @@ fn client_runtime() -> Result<tokio::runtime::Runtime> {
         .map_err(|e| noiseda::Error::io("tokio runtime", e))
 }
 
+/// `<hostname>-<pid>`: unique among the processes sharing a store.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "noiseda".into());
+    format!("{host}-{}", std::process::id())
+}
+
 fn serve(args: ServeArgs) -> Result<()> {
     let opts = ServeOptions {
         listen: args.listen,
@@ -510,6 +537,10 @@ fn serve(args: ServeArgs) -> Result<()> {
             .model_dir
             .unwrap_or_else(|| args.data_dir.join("models")),
         data_dir: args.data_dir,
+        store: args.store,
+        replica_id: args.replica_id.unwrap_or_else(default_replica_id),
+        lease: std::time::Duration::from_millis(args.lease_ms),
+        model_poll: std::time::Duration::from_millis(args.model_poll_ms),
         devices: args.devices,
         cpu_jobs: args.cpu_jobs,
         data_roots: args.data_roots,
@@ -965,7 +996,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Experiment { .. } => {
             unreachable!("clap requires --config or a subcommand")
         }
-        Command::Serve(args) => serve(args)?,
+        Command::Serve(args) => serve(*args)?,
         Command::Jobs {
             server,
             auth,

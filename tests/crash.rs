@@ -146,14 +146,15 @@ async fn a_full_disk_fails_the_job_with_the_reason_and_keeps_the_server() {
     let tmp = tempfile::tempdir().unwrap();
     let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
     let data = tmp.path().join("data");
-    // Files may not grow past 64 KiB (RLIMIT_FSIZE; SIGXFSZ ignored, so writes fail with
-    // EFBIG as on a full disk): the database and metric log fit, a checkpoint does not.
+    // Files may not grow past 128 KiB (RLIMIT_FSIZE; SIGXFSZ ignored, so writes fail with
+    // EFBIG as on a full disk): the database with its metric points and the metric log fit,
+    // a checkpoint (its smallest file is 134 kB) does not.
     let server = Server::start_with(
         "127.0.0.1:0",
         &data,
         &[],
         &[],
-        Some("trap '' XFSZ; ulimit -f 64"),
+        Some("trap '' XFSZ; ulimit -f 128"),
     );
     let mut c = server.client().await;
     let job = c

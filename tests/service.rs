@@ -8,6 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::server::{get, start_request, state, stream, tiny_toml, wait_for, Server};
+use common::store::Backend;
 use noiseda::pb;
 use tonic::Code;
 
@@ -42,11 +43,10 @@ fn assert_gapless(points: &[pb::MetricPoint]) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn submit_stream_export_and_load() {
+async fn submit_stream_export_and_load(store: &Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, lq, gt) = photos(tmp.path());
-    let server = Server::start(&tmp.path().join("data"), &[]);
+    let server = Server::start(&tmp.path().join("data"), &store.args(&[]));
     let mut c = server.client().await;
 
     // Live and ready, and the services are discoverable by reflection.
@@ -280,11 +280,10 @@ async fn submit_stream_export_and_load() {
     assert!(text.contains("noiseda_train_step_seconds_count 30"));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_ids_queue_and_cancel() {
+async fn request_ids_queue_and_cancel(store: &Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, _, _) = photos(tmp.path());
-    let server = Server::start(&tmp.path().join("data"), &["--cpu-jobs", "1"]);
+    let server = Server::start(&tmp.path().join("data"), &store.args(&["--cpu-jobs", "1"]));
     let mut c = server.client().await;
 
     let long = tiny_toml("long", &clean, 100_000, 50, None);
@@ -417,12 +416,11 @@ async fn request_ids_queue_and_cancel() {
     assert!(err.message().contains("cancelled"), "{}", err.message());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_server_resumes_jobs_with_gapless_metrics() {
+async fn killed_server_resumes_jobs_with_gapless_metrics(store: &Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, _, _) = photos(tmp.path());
     let data = tmp.path().join("data");
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, &store.args(&[]));
     let mut c = server.client().await;
     let steps = 1500;
     let job = c
@@ -447,13 +445,9 @@ async fn killed_server_resumes_jobs_with_gapless_metrics() {
     assert_gapless(&seen);
     server.kill();
     // Make the second job look as if it had been running when the server died.
-    {
-        let db = rusqlite::Connection::open(data.join("noiseda.db")).unwrap();
-        db.execute("UPDATE jobs SET state = 2 WHERE id = ?1", [&early.id])
-            .unwrap();
-    }
+    store.exec(&data, "UPDATE jobs SET state = 2 WHERE id = ?1", &early.id);
 
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, &store.args(&[]));
     let mut c = server.client().await;
     let mut rest = stream(&mut c, &job.id, seen.len() as u64 + 1, None)
         .await
@@ -504,7 +498,7 @@ async fn killed_server_resumes_jobs_with_gapless_metrics() {
     .await;
     let took = server.terminate();
     assert!(took < Duration::from_secs(30), "shutdown took {took:?}");
-    let server = Server::start(&data, &[]);
+    let server = Server::start(&data, &store.args(&[]));
     let mut c = server.client().await;
     let resumed = wait_for(&mut c, &job2.id, "resume", |j| {
         j.restarts == 1 && state(j) == pb::JobState::Running
@@ -524,11 +518,10 @@ async fn killed_server_resumes_jobs_with_gapless_metrics() {
     assert_gapless(&all);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_named() {
+async fn bad_input_is_named(store: &Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, _, _) = photos(tmp.path());
-    let server = Server::start(&tmp.path().join("data"), &[]);
+    let server = Server::start(&tmp.path().join("data"), &store.args(&[]));
     let mut c = server.client().await;
 
     // Several bad values: every one is listed, as BadRequest field violations too.
@@ -665,8 +658,7 @@ async fn bad_input_is_named() {
 
 /// The `noiseda jobs …` and `noiseda plot --job` commands against a real server, including a
 /// `--follow` that survives the server being killed and restarted on the same address.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cli_client_follows_through_a_restart() {
+async fn cli_client_follows_through_a_restart(store: &Backend) {
     let tmp = tempfile::tempdir().unwrap();
     let (clean, _, _) = photos(tmp.path());
     let data = tmp.path().join("data");
@@ -676,7 +668,7 @@ async fn cli_client_follows_through_a_restart() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let server = Server::start_on(&listen, &data, &[]);
+    let server = Server::start_on(&listen, &data, &store.args(&[]));
     let spec = tmp.path().join("job.toml");
     std::fs::write(&spec, tiny_toml("cli", &clean, 1500, 100, None)).unwrap();
     let bin = env!("CARGO_BIN_EXE_noiseda");
@@ -708,7 +700,7 @@ async fn cli_client_follows_through_a_restart() {
     .await;
     server.kill();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let server = Server::start_on(&listen, &data, &[]);
+    let server = Server::start_on(&listen, &data, &store.args(&[]));
     let out = tokio::task::spawn_blocking(move || follower.wait_with_output().unwrap())
         .await
         .unwrap();
@@ -778,3 +770,30 @@ async fn cli_client_follows_through_a_restart() {
     let (ok, _, err) = run(&["jobs", "get", "nope"]);
     assert!(!ok && err.contains("not found"), "{err}");
 }
+
+/// Each test above runs twice: on the embedded SQLite store and on PostgreSQL (skipped with
+/// the reason printed when `NOISEDA_TEST_POSTGRES` is not set).
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name(&super::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                if let Some(store) = super::Backend::postgres(stringify!($name)) {
+                    super::$name(&store).await
+                }
+            }
+        }
+    )*};
+}
+
+on_both_stores!(
+    submit_stream_export_and_load,
+    request_ids_queue_and_cancel,
+    killed_server_resumes_jobs_with_gapless_metrics,
+    bad_input_is_named,
+    cli_client_follows_through_a_restart,
+);

@@ -1,18 +1,21 @@
-//! The job manager: validates and queues training jobs, gives each a device when one is free,
-//! runs it on its own OS thread, records what it reports (through a bounded channel) in the
-//! store and the metrics, cancels, recovers jobs after a restart and exports their restorers.
+//! The job manager: validates and queues training jobs, claims queued ones under a renewed
+//! lease when a device is free, runs each on its own OS thread, records what it reports
+//! (through a bounded channel) in the store and the metrics, cancels, takes over jobs whose
+//! server died (this one's previous run, or another replica) and exports their restorers.
 //! Every method blocks; the gRPC layer calls them through `spawn_blocking`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
 use super::prom::Prom;
-use super::store::{CheckpointRecord, JobRecord, ProgressUpdate, State, Store};
+use super::store::{
+    now_ms, CheckpointRecord, JobRecord, ProgressUpdate, State, Store, StoreUrl, TakenOver,
+};
 use crate::artifact::{self, Manifest};
 use crate::config::{JobSpec, Weights};
 use crate::train::{self, checkpoint, Control, Event, StopReason, TrainOptions, TrainSummary};
@@ -22,12 +25,22 @@ use crate::{Error, Result};
 const EVENT_CAPACITY: usize = 256;
 /// Progress is written to the store at most this often (and at every checkpoint and the end).
 const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Metric points are written to the store in batches at most this often (and before every
+/// progress write, checkpoint and the end): the delay a metric stream may see.
+const POINTS_EVERY: Duration = Duration::from_millis(200);
 
 /// What the job manager is configured with.
 #[derive(Debug, Clone)]
 pub struct ManagerOptions {
-    /// Jobs live in `<data_dir>/jobs/<id>/`; the database is `<data_dir>/noiseda.db`.
+    /// Jobs live in `<data_dir>/jobs/<id>/` (shared by every replica of a shared store).
     pub data_dir: PathBuf,
+    /// The job store.
+    pub store: StoreUrl,
+    /// This server's name in job leases; a server restarted under the same name takes its
+    /// jobs back at once instead of waiting for their leases to run out.
+    pub replica_id: String,
+    /// How long a job's lease lasts without renewal (renewed every third of it).
+    pub lease: Duration,
     /// Exported models go to `<model_dir>/<name>/`.
     pub model_dir: PathBuf,
     /// Devices jobs may use: `cpu`, `cuda:N`.
@@ -49,12 +62,15 @@ pub struct Live {
 struct Running {
     device: String,
     stop: Arc<AtomicU8>,
+    /// Its lease went to another replica: stop without recording anything more.
+    lost: Arc<AtomicBool>,
 }
 
 #[derive(Default)]
 struct Inner {
     running: HashMap<String, Running>,
-    /// One per job that has not ended (queued or running), for metric streams.
+    /// One per job running here, to wake this server's metric streams at once (streams of
+    /// jobs on other replicas poll the store).
     live: HashMap<String, watch::Sender<Live>>,
 }
 
@@ -110,8 +126,9 @@ pub fn checkpoint_id(step: u64) -> String {
 }
 
 impl Manager {
-    /// Opens the store under the data dir and recovers jobs a previous server left running:
-    /// back to the queue when they have a checkpoint, FAILED with the reason when not.
+    /// Opens the store, takes back the jobs this server's previous run held (all running
+    /// jobs, with SQLite) — back to the queue when they have a checkpoint, FAILED with the
+    /// reason when not — and starts the thread that renews leases and claims work.
     pub fn open(opts: ManagerOptions, prom: Arc<Prom>) -> Result<Arc<Self>> {
         for dir in [&opts.data_dir, &opts.model_dir] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -119,7 +136,10 @@ impl Manager {
         let probe = opts.data_dir.join(".write-probe");
         std::fs::write(&probe, b"ok").map_err(|e| Error::io(&probe, e))?;
         let _ = std::fs::remove_file(&probe);
-        let store = Store::open(&opts.data_dir.join("noiseda.db"))?;
+        if opts.replica_id.is_empty() {
+            return Err(Error::config("--replica-id", "must not be empty"));
+        }
+        let store = Store::connect(&opts.store)?;
         let mgr = Arc::new(Self {
             opts,
             store,
@@ -128,7 +148,20 @@ impl Manager {
             ended: Condvar::new(),
             shutting_down: AtomicBool::new(false),
         });
-        mgr.recover()?;
+        let mine = if mgr.store.is_shared() {
+            Some(mgr.opts.replica_id.as_str())
+        } else {
+            None // one server per SQLite file: every lease in it was this server's
+        };
+        mgr.store.expire_leases(mine)?;
+        mgr.take_over_expired()?;
+        mgr.refresh_gauges();
+        let weak = Arc::downgrade(&mgr);
+        let tick = (mgr.opts.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        std::thread::Builder::new()
+            .name("jobs-lease".into())
+            .spawn(move || coordinate(weak, tick))
+            .map_err(|e| Error::Unavailable(format!("could not start the lease thread: {e}")))?;
         Ok(mgr)
     }
 
@@ -144,56 +177,67 @@ impl Manager {
         self.job_dir(id).join("metrics.jsonl")
     }
 
-    fn recover(&self) -> Result<()> {
-        let mut inner = self.inner();
-        for job in self
-            .store
-            .in_states(&[State::Queued, State::Running, State::Cancelling])?
-        {
+    /// This server's name in job leases.
+    pub fn replica_id(&self) -> &str {
+        &self.opts.replica_id
+    }
+
+    fn lease_end(&self) -> i64 {
+        now_ms() + self.opts.lease.as_millis() as i64
+    }
+
+    /// Takes over every job whose lease ran out (its server died or lost the store): a
+    /// CANCELLING one is CANCELLED, a RUNNING one goes back to the queue when it has a
+    /// checkpoint and is FAILED when not. Its checkpoint index and metric points are first
+    /// brought up to date from its directory.
+    fn take_over_expired(&self) -> Result<()> {
+        let now = now_ms();
+        for job in self.store.expired(now)? {
             let ckpts = self.reindex(&job.id)?;
             train::repair_metric_log(&self.metric_log(&job.id))?;
-            let last_seq = train::read_metric_log(&self.metric_log(&job.id))?
-                .last()
-                .map_or(0, |p| p.seq);
-            match (job.state, ckpts.last()) {
-                (State::Queued, _) => {}
-                (State::Cancelling, _) => {
-                    self.store.set_state(&job.id, State::Cancelled, None)?;
-                    continue;
+            self.backfill_points(&job.id)?;
+            let note = match ckpts.last() {
+                Some(last) => format!(
+                    "the server running the job stopped (restarted, killed or cut off from the \
+                     store); resuming from checkpoint {} (steps after it are recomputed exactly, \
+                     their metric points kept)",
+                    checkpoint_id(last.step)
+                ),
+                None => "the server running the job stopped before the job's first checkpoint; \
+                         it was not restarted from step 0 (resubmit it, or lower \
+                         checkpoint.every)"
+                    .to_string(),
+            };
+            match self
+                .store
+                .take_over(&job.id, now, ckpts.last().is_some(), &note)?
+            {
+                Some(TakenOver::Requeued) => tracing::warn!(
+                    job = %job.id, from = %job.owner, step = ckpts.last().map_or(0, |c| c.step),
+                    "taking over a job from its checkpoint"
+                ),
+                Some(TakenOver::Failed) => {
+                    tracing::warn!(job = %job.id, from = %job.owner, "a running job had no checkpoint")
                 }
-                (_, Some(last)) => {
-                    let note = format!(
-                        "the server restarted while the job ran; resuming from checkpoint {} \
-                         (steps after it are recomputed exactly, their metric points kept)",
-                        checkpoint_id(last.step)
-                    );
-                    tracing::warn!(job = %job.id, step = last.step, "recovering a job");
-                    self.store.requeue_recovered(&job.id, &note)?;
+                Some(TakenOver::Cancelled) => {
+                    tracing::info!(job = %job.id, "finished an interrupted cancel")
                 }
-                (_, None) => {
-                    tracing::warn!(job = %job.id, "a running job had no checkpoint");
-                    self.store.set_state(
-                        &job.id,
-                        State::Failed,
-                        Some(
-                            "the server restarted before the job's first checkpoint; it was not \
-                             restarted from step 0 (resubmit it, or lower checkpoint.every)",
-                        ),
-                    )?;
-                    continue;
-                }
+                None => {} // another replica took it first
             }
-            inner.live.insert(
-                job.id.clone(),
-                watch::channel(Live {
-                    last_seq,
-                    ended: false,
-                })
-                .0,
-            );
         }
-        drop(inner);
-        self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Copies the job's metric log into the store (points already there are kept): the log
+    /// is written first, so after a crash it may hold points the store missed.
+    pub fn backfill_points(&self, id: &str) -> Result<()> {
+        let points = train::read_metric_log(&self.metric_log(id))?;
+        let have = self.store.last_point(id)?;
+        if points.last().is_some_and(|p| p.seq > have) || points.len() as u64 > have {
+            for chunk in points.chunks(500) {
+                self.store.add_points(id, chunk)?;
+            }
+        }
         Ok(())
     }
 
@@ -267,17 +311,10 @@ impl Manager {
             last_seq: 0,
             restarts: 0,
             metrics: BTreeMap::new(),
+            owner: String::new(),
+            lease_until_ms: 0,
         };
-        let (job, new) = {
-            let mut inner = self.inner();
-            let (job, new) = self.store.insert(&record)?;
-            if new {
-                inner
-                    .live
-                    .insert(id.clone(), watch::channel(Live::default()).0);
-            }
-            (job, new)
-        };
+        let (job, new) = self.store.insert(&record)?;
         if new {
             tracing::info!(job = %job.id, name = %job.name, device = %job.device, "queued");
             self.refresh_gauges();
@@ -286,44 +323,93 @@ impl Manager {
         self.store.job(&job.id)
     }
 
-    /// Starts queued jobs, oldest first, on devices with a free slot.
+    /// Takes over jobs whose lease ran out, then claims queued jobs (oldest first, from any
+    /// replica's submissions) while this server has a free slot on their device.
     pub fn schedule(self: &Arc<Self>) -> Result<()> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut inner = self.inner();
-        for job in self.store.in_states(&[State::Queued])? {
-            let busy = inner
-                .running
-                .values()
-                .filter(|r| r.device == job.device)
-                .count();
-            let cap = if job.device == "cpu" {
-                self.opts.cpu_jobs
-            } else {
-                1
-            };
-            if busy < cap {
-                let id = job.id.clone();
-                if let Err(e) = self.start(&mut inner, job) {
-                    tracing::error!(job = %id, error = %e, "could not start");
-                    inner.running.remove(&id);
-                    self.store.set_state(
-                        &id,
-                        State::Failed,
-                        Some(&format!("could not start: {e}")),
-                    )?;
-                    if let Some(live) = inner.live.remove(&id) {
-                        live.send_replace(Live {
-                            last_seq: 0,
-                            ended: true,
-                        });
+        self.take_over_expired()?;
+        loop {
+            let mut inner = self.inner();
+            if self.shutting_down.load(Ordering::Acquire) {
+                break;
+            }
+            let free: Vec<String> = self
+                .opts
+                .devices
+                .iter()
+                .filter(|d| {
+                    let busy = inner.running.values().filter(|r| &r.device == *d).count();
+                    busy < if d.as_str() == "cpu" {
+                        self.opts.cpu_jobs
+                    } else {
+                        1
                     }
-                }
+                })
+                .cloned()
+                .collect();
+            let Some(job) = self
+                .store
+                .claim(&self.opts.replica_id, &free, self.lease_end())?
+            else {
+                break;
+            };
+            let id = job.id.clone();
+            if let Err(e) = self.start(&mut inner, job) {
+                tracing::error!(job = %id, error = %e, "could not start");
+                inner.running.remove(&id);
+                inner.live.remove(&id);
+                self.store.finish(
+                    &id,
+                    &self.opts.replica_id,
+                    State::Failed,
+                    Some(&format!("could not start: {e}")),
+                )?;
             }
         }
-        drop(inner);
         self.refresh_gauges();
+        Ok(())
+    }
+
+    /// Renews the leases of the jobs running here. A job whose lease another replica took
+    /// stops at its next step without recording anything more; one cancelled through another
+    /// replica (CANCELLING in the store) is cancelled here.
+    fn renew_leases(&self) -> Result<()> {
+        let inner = self.inner();
+        let ids: Vec<String> = inner.running.keys().cloned().collect();
+        drop(inner);
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let held: HashMap<String, State> = self
+            .store
+            .renew(&self.opts.replica_id, &ids, self.lease_end())?
+            .into_iter()
+            .collect();
+        let inner = self.inner();
+        for id in ids {
+            let Some(r) = inner.running.get(&id) else {
+                continue;
+            };
+            match held.get(&id) {
+                None => {
+                    if !r.lost.swap(true, Ordering::AcqRel) {
+                        tracing::error!(job = %id, "lost the job's lease to another replica; stopping it here");
+                    }
+                    r.stop.store(StopReason::Shutdown as u8, Ordering::Release);
+                }
+                Some(State::Cancelling) => {
+                    let _ = r.stop.compare_exchange(
+                        StopReason::None as u8,
+                        StopReason::Cancel as u8,
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    );
+                }
+                Some(_) => {}
+            }
+        }
         Ok(())
     }
 
@@ -333,6 +419,9 @@ impl Manager {
             .map_err(|e| Error::config("resolved_spec", e.to_string()))?;
         let out = self.job_dir(&job.id);
         let resume = checkpoint::latest(&out.join("checkpoints"))?.is_some();
+        if resume {
+            self.backfill_points(&job.id)?;
+        }
         let stop = Arc::new(AtomicU8::new(StopReason::None as u8));
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_CAPACITY);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
@@ -346,13 +435,22 @@ impl Manager {
             }),
             job_id: Some(job.id.clone()),
         };
-        self.store.set_state(&job.id, State::Running, None)?;
+        let lost = Arc::new(AtomicBool::new(false));
         inner.running.insert(
             job.id.clone(),
             Running {
                 device: job.device.clone(),
                 stop,
+                lost: lost.clone(),
             },
+        );
+        inner.live.insert(
+            job.id.clone(),
+            watch::channel(Live {
+                last_seq: job.last_seq,
+                ended: false,
+            })
+            .0,
         );
         tracing::info!(job = %job.id, resume, "starting");
         let id = job.id.clone();
@@ -374,18 +472,12 @@ impl Manager {
                 let _ = done_tx.send(result);
             });
         if let Err(e) = spawn {
-            inner.running.remove(&job.id);
-            self.store.set_state(
-                &job.id,
-                State::Failed,
-                Some(&format!("could not start a thread: {e}")),
-            )?;
-            return Ok(());
+            return Err(Error::Unavailable(format!("could not start a thread: {e}")));
         }
         let mgr = self.clone();
         let recorder = std::thread::Builder::new()
             .name(format!("rec-{}", &id[..8.min(id.len())]))
-            .spawn(move || mgr.record(job, rx, done_rx));
+            .spawn(move || mgr.record(job, lost, rx, done_rx));
         if let Err(e) = recorder {
             tracing::error!(error = %e, "could not start a recorder thread");
         }
@@ -397,6 +489,7 @@ impl Manager {
     fn record(
         self: Arc<Self>,
         job: JobRecord,
+        lost: Arc<AtomicBool>,
         mut events: tokio::sync::mpsc::Receiver<Event>,
         done: std::sync::mpsc::Receiver<Result<TrainSummary>>,
     ) {
@@ -409,10 +502,33 @@ impl Manager {
             metrics: job.metrics.clone(),
         };
         let mut written = Instant::now();
+        let mut pending: Vec<train::MetricPoint> = Vec::new();
+        let mut flushed = Instant::now();
         let live = self.inner().live.get(&id).cloned();
+        let owner = self.opts.replica_id.clone();
         let report = |r: Result<()>| {
             if let Err(e) = r {
                 tracing::error!(job = %id, error = %e, "could not record progress");
+            }
+        };
+        // Progress is written only while this replica holds the job.
+        let progress_of = |p: &ProgressUpdate| -> Result<()> {
+            if !lost.load(Ordering::Acquire) {
+                self.store.update_progress(&id, &owner, p)?;
+            }
+            Ok(())
+        };
+        // Stores the pending points, then wakes this server's streams of the job.
+        let flush = |pending: &mut Vec<train::MetricPoint>, last_seq: u64| {
+            if !pending.is_empty() && !lost.load(Ordering::Acquire) {
+                report(self.store.add_points(&id, pending));
+            }
+            pending.clear();
+            if let Some(live) = &live {
+                live.send_replace(Live {
+                    last_seq,
+                    ended: false,
+                });
             }
         };
         while let Some(event) = events.blocking_recv() {
@@ -420,7 +536,7 @@ impl Manager {
                 Event::Started { start_step, total } => {
                     progress.step = start_step;
                     progress.total_steps = total;
-                    report(self.store.update_progress(&id, &progress));
+                    report(progress_of(&progress));
                 }
                 Event::Step {
                     step,
@@ -446,14 +562,14 @@ impl Manager {
                         };
                         progress.metrics.insert(key, p.value);
                     }
-                    if let Some(live) = &live {
-                        live.send_replace(Live {
-                            last_seq: progress.last_seq,
-                            ended: false,
-                        });
+                    pending.extend(points);
+                    let write_progress = written.elapsed() >= PROGRESS_EVERY || step == total;
+                    if write_progress || flushed.elapsed() >= POINTS_EVERY {
+                        flush(&mut pending, progress.last_seq);
+                        flushed = Instant::now();
                     }
-                    if written.elapsed() >= PROGRESS_EVERY || step == total {
-                        report(self.store.update_progress(&id, &progress));
+                    if write_progress {
+                        report(progress_of(&progress));
                         written = Instant::now();
                     }
                 }
@@ -464,24 +580,29 @@ impl Manager {
                     pruned,
                 } => {
                     self.prom.checkpoint();
+                    flush(&mut pending, progress.last_seq);
                     let rec = CheckpointRecord {
                         step,
                         path: dir,
                         saved_ms: super::store::now_ms(),
                         metrics,
                     };
-                    report(self.store.add_checkpoint(&id, &rec, &pruned));
-                    report(self.store.update_progress(&id, &progress));
+                    if !lost.load(Ordering::Acquire) {
+                        report(self.store.add_checkpoint(&id, &rec, &pruned));
+                    }
+                    report(progress_of(&progress));
                 }
             }
         }
+        flush(&mut pending, progress.last_seq);
         let result = done.recv().unwrap_or_else(|_| {
             Err(Error::InvalidArgument(
                 "the training thread ended without a result".into(),
             ))
         });
-        report(self.store.update_progress(&id, &progress));
+        report(progress_of(&progress));
         let (state, error) = match &result {
+            _ if lost.load(Ordering::Acquire) => (None, None),
             Ok(s) => match s.stopped {
                 None | Some(StopReason::None) => (Some(State::Completed), None),
                 Some(StopReason::Cancel) => (Some(State::Cancelled), None),
@@ -502,10 +623,15 @@ impl Manager {
                     ended: true,
                 });
             }
+        } else if lost.load(Ordering::Acquire) {
+            tracing::warn!(job = %id, step = progress.step, "stopped a job whose lease was lost");
         } else {
             tracing::info!(job = %id, step = progress.step, "job checkpointed for shutdown");
+            // Another replica (or this server's next run) may resume it at once.
+            report(self.store.release(&id, &owner));
         }
         inner.running.remove(&id);
+        inner.live.remove(&id);
         drop(inner);
         self.ended.notify_all();
         self.refresh_gauges();
@@ -519,8 +645,12 @@ impl Manager {
     fn record_end(&self, id: &str, state: State, error: Option<&str>) {
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=5 {
-            match self.store.set_state(id, state, error) {
-                Ok(()) => return,
+            match self.store.finish(id, &self.opts.replica_id, state, error) {
+                Ok(true) => return,
+                Ok(false) => {
+                    tracing::error!(job = %id, "the job's lease went to another replica before its end was recorded");
+                    return;
+                }
                 Err(e) if attempt < 5 => {
                     tracing::warn!(job = %id, error = %e, attempt, "could not record the end; retrying");
                     if let Err(e) = self.store.checkpoint_wal() {
@@ -537,40 +667,42 @@ impl Manager {
         }
     }
 
-    /// Cancels a queued job at once and a running one at its next step boundary.
+    /// Cancels a queued job at once and a running one at its next step boundary — here, or on
+    /// the replica that runs it when that renews its lease.
     pub fn cancel(&self, id: &str) -> Result<JobRecord> {
-        let mut inner = self.inner();
-        let job = self.store.job(id)?;
-        match job.state {
-            State::Queued => {
-                self.store.set_state(id, State::Cancelled, None)?;
-                if let Some(live) = inner.live.remove(id) {
-                    live.send_replace(Live {
-                        last_seq: job.last_seq,
-                        ended: true,
-                    });
+        loop {
+            let job = self.store.job(id)?;
+            let done = match job.state {
+                State::Queued => self.store.transition(id, State::Queued, State::Cancelled)?,
+                State::Running => {
+                    let moved = self
+                        .store
+                        .transition(id, State::Running, State::Cancelling)?;
+                    if moved {
+                        if let Some(r) = self.inner().running.get(id) {
+                            r.stop.store(StopReason::Cancel as u8, Ordering::Release);
+                        }
+                    }
+                    moved
                 }
-            }
-            State::Running => {
-                if let Some(r) = inner.running.get(id) {
-                    r.stop.store(StopReason::Cancel as u8, Ordering::Release);
+                State::Cancelling => true,
+                s => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "job `{id}` is {}; only queued or running jobs can be cancelled",
+                        s.as_str()
+                    )))
                 }
-                self.store.set_state(id, State::Cancelling, None)?;
-            }
-            State::Cancelling => {}
-            s => {
-                return Err(Error::FailedPrecondition(format!(
-                    "job `{id}` is {}; only queued or running jobs can be cancelled",
-                    s.as_str()
-                )))
+            };
+            // Not done: the job changed state under us (claimed, finished); look again.
+            if done {
+                break;
             }
         }
-        drop(inner);
         self.refresh_gauges();
         self.store.job(id)
     }
 
-    /// A receiver of the job's live state, or None when the job has ended.
+    /// A receiver of the live state of a job running on this server.
     pub fn follow(&self, id: &str) -> Option<watch::Receiver<Live>> {
         self.inner().live.get(id).map(|s| s.subscribe())
     }
@@ -703,6 +835,23 @@ impl Manager {
     }
 }
 
+/// The lease thread: renews this server's leases and claims work every `tick`, until the
+/// manager is dropped. It keeps renewing during shutdown, while jobs checkpoint.
+fn coordinate(manager: Weak<Manager>, tick: Duration) {
+    loop {
+        std::thread::sleep(tick);
+        let Some(m) = manager.upgrade() else {
+            return;
+        };
+        if let Err(e) = m.renew_leases() {
+            tracing::error!(error = %e, "could not renew job leases");
+        }
+        if let Err(e) = m.schedule() {
+            tracing::error!(error = %e, "could not schedule jobs");
+        }
+    }
+}
+
 /// A submitted spec document.
 #[derive(Debug, Clone)]
 pub enum SpecDocument {
@@ -725,71 +874,5 @@ impl SpecDocument {
                 Ok((t, spec))
             }
         }
-    }
-}
-
-/// Follows a job's metric log: each [`MetricTail::read`] returns the complete points
-/// appended since the last call, starting at seq `from`.
-pub struct MetricTail {
-    path: PathBuf,
-    offset: u64,
-    partial: Vec<u8>,
-    next_seq: u64,
-}
-
-impl MetricTail {
-    pub fn new(path: PathBuf, from_seq: u64) -> Self {
-        Self {
-            path,
-            offset: 0,
-            partial: Vec::new(),
-            next_seq: from_seq.max(1),
-        }
-    }
-
-    /// The seq the next returned point will have.
-    pub fn next_seq(&self) -> u64 {
-        self.next_seq
-    }
-
-    pub fn read(&mut self) -> Result<Vec<train::MetricPoint>> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut file = match std::fs::File::open(&self.path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&self.path, e)),
-        };
-        let len = file.metadata().map_err(|e| Error::io(&self.path, e))?.len();
-        if len < self.offset {
-            // The log was repaired (a torn tail cut off): read it again, skipping what was sent.
-            self.offset = 0;
-            self.partial.clear();
-        }
-        file.seek(SeekFrom::Start(self.offset))
-            .map_err(|e| Error::io(&self.path, e))?;
-        let mut bytes = std::mem::take(&mut self.partial);
-        let n = file
-            .read_to_end(&mut bytes)
-            .map_err(|e| Error::io(&self.path, e))?;
-        self.offset += n as u64;
-        let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        self.partial = bytes.split_off(cut);
-        let mut out = Vec::new();
-        for line in bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let p: train::MetricPoint = serde_json::from_slice(line)
-                .map_err(|e| Error::Data(format!("{}: {e}", self.path.display())))?;
-            if p.seq == self.next_seq {
-                self.next_seq += 1;
-                out.push(p);
-            } else if p.seq > self.next_seq {
-                return Err(Error::Data(format!(
-                    "{}: metric point {} follows {}; the log has a gap",
-                    self.path.display(),
-                    p.seq,
-                    self.next_seq - 1
-                )));
-            }
-        }
-        Ok(out)
     }
 }

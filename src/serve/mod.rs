@@ -65,6 +65,14 @@ pub struct ServeOptions {
     pub metrics_listen: SocketAddr,
     pub role: Role,
     pub data_dir: PathBuf,
+    /// The job store: `sqlite` (`<data_dir>/noiseda.db`), `sqlite:PATH` or `postgres://…`.
+    pub store: String,
+    /// This server's name in job leases (unique among the replicas of a shared store).
+    pub replica_id: String,
+    /// How long a job's lease lasts without renewal.
+    pub lease: Duration,
+    /// How often the Restore side looks for new artifacts in the model directory (zero: never).
+    pub model_poll: Duration,
     pub model_dir: PathBuf,
     pub devices: Vec<String>,
     pub cpu_jobs: usize,
@@ -95,6 +103,9 @@ impl ServeOptions {
             if let Err(e) = crate::device::parse(d) {
                 bad.push(Error::config("--devices", e.to_string()));
             }
+        }
+        if self.lease < Duration::from_millis(300) {
+            bad.push(Error::config("--lease-ms", "must be at least 300 ms"));
         }
         if self.cpu_jobs == 0 {
             bad.push(Error::config("--cpu-jobs", "must be at least 1"));
@@ -196,9 +207,14 @@ pub async fn serve(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
 
     let manager = if opts.role.training() {
+        let store = store::StoreUrl::parse(&opts.store, &opts.data_dir)?;
+        tracing::info!(store = %store.redacted(), replica = %opts.replica_id, "job store");
         let (mopts, prom) = (
             ManagerOptions {
                 data_dir: opts.data_dir.clone(),
+                store,
+                replica_id: opts.replica_id.clone(),
+                lease: opts.lease,
                 model_dir: opts.model_dir.clone(),
                 devices: opts.devices.clone(),
                 cpu_jobs: opts.cpu_jobs,
@@ -242,6 +258,13 @@ pub async fn serve(
             .await
             .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
         tracing::info!(models = ?names, "restore models loaded");
+        if !opts.model_poll.is_zero() {
+            tokio::spawn(registry::watch(
+                registry.clone(),
+                opts.model_poll,
+                shutdown_rx.clone(),
+            ));
+        }
         restore::publish_readiness(&health_reporter, &registry, &shutdown_rx).await;
         Some(registry)
     } else {

@@ -3,7 +3,7 @@
 //! Loading blocks (reads and verifies the artifact, warms the model up); call it off the
 //! async runtime.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -35,6 +35,9 @@ struct Models {
 
 pub struct Registry {
     models: RwLock<Models>,
+    /// Artifacts [`Registry::load_new`] could not load, with their manifest's modification
+    /// time (retried when it changes).
+    failed: std::sync::Mutex<HashMap<String, SystemTime>>,
     model_dir: PathBuf,
     device: Device,
     batch: BatchOptions,
@@ -47,6 +50,7 @@ impl Registry {
     pub fn new(model_dir: PathBuf, device: Device, batch: BatchOptions, prom: Arc<Prom>) -> Self {
         Self {
             models: RwLock::new(Models::default()),
+            failed: Default::default(),
             model_dir,
             device,
             permits: Arc::new(Semaphore::new(batch.max_queue)),
@@ -102,6 +106,45 @@ impl Registry {
                     "--default-model `{d}` is not a loadable artifact in {}",
                     self.model_dir.display()
                 )));
+            }
+        }
+        Ok(loaded)
+    }
+
+    /// Loads the artifact directories of the model directory that are not loaded yet (by
+    /// name): models exported by a training server, possibly another machine's, on a shared
+    /// volume. Returns the names loaded.
+    pub fn load_new(&self) -> Result<Vec<String>> {
+        let dirs: Vec<PathBuf> = match std::fs::read_dir(&self.model_dir) {
+            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.model_dir, e)),
+        };
+        let mut loaded = Vec::new();
+        for dir in dirs {
+            let name = dir_name(&dir);
+            let Ok(modified) = dir
+                .join(artifact::MANIFEST_FILE)
+                .metadata()
+                .and_then(|m| m.modified())
+            else {
+                continue;
+            };
+            if self.read().by_name.contains_key(&name) || check_name(&name).is_err() {
+                continue;
+            }
+            let mut failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+            if failed.get(&name) == Some(&modified) {
+                continue;
+            }
+            drop(failed);
+            match self.load(&dir, &name, "", false) {
+                Ok(s) => loaded.push(s.name.clone()),
+                Err(e) => {
+                    tracing::warn!(model = %name, error = %e, "new artifact not loaded; retried when it changes");
+                    failed = self.failed.lock().unwrap_or_else(|p| p.into_inner());
+                    failed.insert(name, modified);
+                }
             }
         }
         Ok(loaded)
@@ -258,6 +301,33 @@ impl Registry {
 
     pub fn default_name(&self) -> Option<String> {
         self.read().default.clone()
+    }
+}
+
+/// Every `every`, loads new artifacts of the model directory ([`Registry::load_new`]) until
+/// shutdown.
+pub async fn watch(
+    registry: Arc<Registry>,
+    every: Duration,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        let r = registry.clone();
+        match tokio::task::spawn_blocking(move || r.load_new()).await {
+            Ok(Ok(names)) if !names.is_empty() => {
+                tracing::info!(models = ?names, "new models picked up from the model directory")
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "could not scan the model directory"),
+            Err(e) => tracing::error!(error = %e, "model scan task failed"),
+        }
     }
 }
 

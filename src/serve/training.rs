@@ -9,7 +9,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::jobs::{checkpoint_id, Manager, MetricTail, Pick, SpecDocument};
+use super::jobs::{checkpoint_id, Manager, Pick, SpecDocument};
 use super::store::{CheckpointRecord, JobRecord, State};
 use crate::config::Weights;
 use crate::pb;
@@ -18,6 +18,10 @@ use crate::{Error, Result};
 
 /// Points a metric stream may buffer before it waits for the client.
 const STREAM_CAPACITY: usize = 256;
+/// Metric points read from the store per query.
+const POINTS_PAGE: usize = 1000;
+/// How often a stream of a job running on another replica looks for new points.
+const STREAM_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 
 pub struct TrainingService {
     manager: Arc<Manager>,
@@ -202,17 +206,26 @@ impl Training for TrainingService {
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
         let req = req.into_inner();
         let id = req.job_id.clone();
-        // Subscribe before the first read, so nothing logged in between is missed.
-        let (job, live) = self
+        let job = self
             .call(move |m| {
-                let live = m.follow(&id);
-                Ok((m.store().job(&id)?, live))
+                let job = m.store().job(&id)?;
+                // Points the log has and the store missed (a crash, a store from before
+                // metric points were stored) are copied in first.
+                if job.last_seq > m.store().last_point(&id)? {
+                    m.backfill_points(&id)?;
+                }
+                Ok(job)
             })
             .await?;
-        let live = if req.history_only { None } else { live };
-        let tail = MetricTail::new(self.manager.metric_log(&job.id), req.from_seq);
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
-        tokio::spawn(follow(tail, live, self.shutdown.clone(), tx));
+        tokio::spawn(follow(
+            self.manager.clone(),
+            job.id,
+            req.from_seq.max(1),
+            req.history_only,
+            self.shutdown.clone(),
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
@@ -290,53 +303,83 @@ fn artifact_files(dir: &std::path::Path) -> Result<Vec<pb::ArtifactFile>> {
     .collect()
 }
 
-/// Sends every point of `tail`, then (with `live`) waits for new ones until the job ends, the
-/// client goes away or the server shuts down.
+/// Sends the job's stored points from seq `next` on, then (unless `history_only`) follows
+/// it until it ends, the client goes away or the server shuts down: woken at once by a job
+/// running here, polling the store for one running on another replica.
 async fn follow(
-    mut tail: MetricTail,
-    mut live: Option<watch::Receiver<crate::serve::jobs::Live>>,
+    manager: Arc<Manager>,
+    id: String,
+    mut next: u64,
+    history_only: bool,
     mut shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Result<pb::MetricPoint, Status>>,
 ) {
+    let mut live: Option<watch::Receiver<crate::serve::jobs::Live>> = None;
     loop {
-        // Read what is logged now; `ended` is looked at first, so the last read sees it all.
-        let ended = live.as_ref().is_none_or(|l| l.borrow().ended);
-        let (back, read) = tokio::task::spawn_blocking(move || {
-            let r = tail.read();
-            (tail, r)
+        let (m, job_id, subscribe) = (manager.clone(), id.clone(), live.is_none());
+        let read = tokio::task::spawn_blocking(move || {
+            // Subscribe, then read the state, then the points: a job seen ended has all its
+            // points stored, and nothing stored after the read is missed by the wake-up.
+            let live = if subscribe { m.follow(&job_id) } else { None };
+            let ended = m.store().job(&job_id)?.state.is_terminal();
+            let points = m.store().points(&job_id, next, POINTS_PAGE)?;
+            Ok::<_, Error>((live, ended, points))
         })
         .await
-        .expect("a metric log read does not panic");
-        tail = back;
-        match read {
-            Ok(points) => {
-                for p in points {
-                    if tx.send(Ok(point(p))).await.is_err() {
-                        return; // the client went away
-                    }
-                }
-            }
+        .unwrap_or_else(|e| Err(Error::Unavailable(format!("metric read failed: {e}"))));
+        let (fresh, ended, points) = match read {
+            Ok(r) => r,
             Err(e) => {
                 let _ = tx.send(Err(e.into())).await;
                 return;
             }
+        };
+        if fresh.is_some() {
+            live = fresh;
         }
-        if ended {
+        let full = points.len() == POINTS_PAGE;
+        for p in points {
+            if p.seq != next {
+                if ended {
+                    let _ = tx
+                        .send(Err(Error::Data(format!(
+                            "job `{id}`: metric point {} follows {}; the store has a gap",
+                            p.seq,
+                            next - 1
+                        ))
+                        .into()))
+                        .await;
+                    return;
+                }
+                break; // not stored yet
+            }
+            if tx.send(Ok(point(p))).await.is_err() {
+                return; // the client went away
+            }
+            next += 1;
+        }
+        if full {
+            continue;
+        }
+        if history_only || ended {
             return;
         }
-        let l = live.as_mut().expect("not ended, so following");
-        tokio::select! {
-            changed = l.changed() => {
-                if changed.is_err() {
-                    // The job's sender is gone: it ended (or the server dropped it); one more
-                    // read sends what is left.
-                    live = None;
+        let changed = async {
+            match live.as_mut() {
+                Some(l) => {
+                    if l.changed().await.is_err() {
+                        // The job stopped running here; poll from now on.
+                        tokio::time::sleep(STREAM_POLL).await;
+                    }
                 }
+                None => tokio::time::sleep(STREAM_POLL).await,
             }
+        };
+        tokio::select! {
+            _ = changed => {}
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 let _ = tx.send(Err(Status::unavailable(format!(
-                    "the server is shutting down; reconnect with from_seq = {}",
-                    tail.next_seq()
+                    "the server is shutting down; reconnect with from_seq = {next}"
                 )))).await;
                 return;
             }
