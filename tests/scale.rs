@@ -93,7 +93,7 @@ async fn two_replicas_share_one_queue() {
     }
     for id in &ids {
         // Followed through B, whichever replica runs it.
-        let job = wait_for(&mut cb, id, "completion", |j| terminal(j)).await;
+        let job = wait_for(&mut cb, id, "completion", terminal).await;
         assert_eq!(state(&job), pb::JobState::Completed, "{}", job.last_error);
         assert_eq!(job.restarts, 0);
     }
@@ -146,7 +146,7 @@ async fn two_replicas_share_one_queue() {
         })
         .await
         .unwrap();
-    let done = wait_for(other, &long.id, "cancel", |j| terminal(j)).await;
+    let done = wait_for(other, &long.id, "cancel", terminal).await;
     assert_eq!(state(&done), pb::JobState::Cancelled, "{}", done.last_error);
     // The ListJobs page is the same from both.
     let list = |c: &mut TrainingClient<Channel>| {
