@@ -2,7 +2,7 @@
 //! data dir — each queued job runs exactly once, a job of a SIGKILLed replica is resumed by the
 //! other from its checkpoint with a gapless metric stream, either replica streams the same
 //! points and cancels a job the other runs — and a Restore replica that picks up a model
-//! exported after it started. The PostgreSQL tests skip (saying why) without
+//! exported after it started and follows the model directory's DEFAULT file. The PostgreSQL tests skip (saying why) without
 //! `NOISEDA_TEST_POSTGRES`; `.ci/run` starts one with `scripts/postgres.sh`.
 
 mod common;
@@ -320,4 +320,37 @@ async fn a_restore_replica_picks_up_new_models() {
         .into_inner();
     assert_eq!(out.model, "fresh-model");
     assert_eq!((out.images[0].width, out.images[0].height), (40, 32));
+
+    // A second export, promoted through the model directory's DEFAULT file, becomes the
+    // default without a call to this replica.
+    c.export_model(pb::ExportModelRequest {
+        job_id: job.id.clone(),
+        name: "promoted".into(),
+        weights: pb::Weights::Ema as i32,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    std::fs::write(models.join("DEFAULT"), "promoted\n").unwrap();
+    let default = |c: &mut pb::models_client::ModelsClient<Channel>| {
+        let mut c = c.clone();
+        async move {
+            c.list_models(pb::ListModelsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .models
+                .into_iter()
+                .find(|m| m.is_default)
+                .map(|m| m.name)
+        }
+    };
+    let t0 = std::time::Instant::now();
+    while default(&mut models_client).await.as_deref() != Some("promoted") {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "default not followed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

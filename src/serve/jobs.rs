@@ -193,6 +193,10 @@ impl Manager {
     fn take_over_expired(&self) -> Result<()> {
         let now = now_ms();
         for job in self.store.expired(now)? {
+            if self.inner().running.contains_key(&job.id) {
+                // Still running here (the renewal was late): the next renewal extends it.
+                continue;
+            }
             let ckpts = self.reindex(&job.id)?;
             train::repair_metric_log(&self.metric_log(&job.id))?;
             self.backfill_points(&job.id)?;

@@ -258,6 +258,12 @@ pub async fn serve(
             .await
             .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
         tracing::info!(models = ?names, "restore models loaded");
+        if opts.restore.default_model.is_none() {
+            let r = registry.clone();
+            tokio::task::spawn_blocking(move || r.follow_default_file())
+                .await
+                .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
+        }
         if !opts.model_poll.is_zero() {
             tokio::spawn(registry::watch(
                 registry.clone(),

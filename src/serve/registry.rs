@@ -150,6 +150,28 @@ impl Registry {
         Ok(loaded)
     }
 
+    /// Follows the model directory's `DEFAULT` file (one model name): when it names a loaded
+    /// model other than the default, that model becomes the default — how an operator
+    /// promotes a model on every replica sharing the directory at once. Returns the new
+    /// default when it changed.
+    pub fn follow_default_file(&self) -> Result<Option<String>> {
+        let path = self.model_dir.join(DEFAULT_FILE);
+        let name = match std::fs::read_to_string(&path) {
+            Ok(t) => t.trim().to_string(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(&path, e)),
+        };
+        if name.is_empty() || self.default_name().as_deref() == Some(name.as_str()) {
+            return Ok(None);
+        }
+        if !self.read().by_name.contains_key(&name) {
+            return Ok(None); // not loaded (yet): looked at again on the next scan
+        }
+        self.set_default(&name)?;
+        tracing::info!(model = %name, "default model set from {}", path.display());
+        Ok(Some(name))
+    }
+
     /// Resolves a LoadModel path: relative to the model directory, or absolute inside it.
     pub fn resolve(&self, path: &str) -> Result<PathBuf> {
         let p = Path::new(path);
@@ -304,8 +326,8 @@ impl Registry {
     }
 }
 
-/// Every `every`, loads new artifacts of the model directory ([`Registry::load_new`]) until
-/// shutdown.
+/// Every `every`, loads new artifacts of the model directory ([`Registry::load_new`]) and
+/// follows its `DEFAULT` file ([`Registry::follow_default_file`]) until shutdown.
 pub async fn watch(
     registry: Arc<Registry>,
     every: Duration,
@@ -320,7 +342,12 @@ pub async fn watch(
             _ = shutdown.wait_for(|s| *s) => return,
         }
         let r = registry.clone();
-        match tokio::task::spawn_blocking(move || r.load_new()).await {
+        let scan = tokio::task::spawn_blocking(move || {
+            let names = r.load_new()?;
+            r.follow_default_file()?;
+            Ok::<_, Error>(names)
+        });
+        match scan.await {
             Ok(Ok(names)) if !names.is_empty() => {
                 tracing::info!(models = ?names, "new models picked up from the model directory")
             }
@@ -330,6 +357,9 @@ pub async fn watch(
         }
     }
 }
+
+/// A file in the model directory naming the default model of every replica that reads it.
+pub const DEFAULT_FILE: &str = "DEFAULT";
 
 fn dir_name(dir: &Path) -> String {
     dir.file_name()
