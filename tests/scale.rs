@@ -354,3 +354,78 @@ async fn a_restore_replica_picks_up_new_models() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_replica_stops_writing_once_its_job_is_taken() {
+    let Some(db) = PgDb::create("a_paused_replica_stops_writing") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
+    let data = tmp.path().join("shared");
+    let a = replica(&db, &data, "replica-a");
+    let b = replica(&db, &data, "replica-b");
+    let mut ca = a.client().await;
+    let steps = 1500;
+    let job = ca
+        .start_job(start_request(
+            &tiny_toml("paused", &clean, steps, 100, None),
+            "",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for(&mut ca, &job.id, "a checkpoint", |j| {
+        j.progress.is_some_and(|p| p.step > 250)
+    })
+    .await;
+    let (runner, survivor) = if started(&a).contains(&job.id) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let mut cs = survivor.client().await;
+    // Freeze the runner past its lease (2 s): it neither renews nor trains. The survivor takes
+    // the job over; when the runner wakes up, its lease is gone and it must not write again.
+    unsafe { libc::kill(runner.pid() as i32, libc::SIGSTOP) };
+    wait_for(&mut cs, &job.id, "take-over", |j| j.restarts == 1).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    unsafe { libc::kill(runner.pid() as i32, libc::SIGCONT) };
+
+    let done = wait_for(&mut cs, &job.id, "completion", terminal).await;
+    assert_eq!(state(&done), pb::JobState::Completed, "{}", done.last_error);
+    assert_eq!(done.restarts, 1);
+    let t0 = std::time::Instant::now();
+    while !runner
+        .log_text()
+        .contains("stopped a job whose lease ran out or was taken")
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the paused runner did not stop: {}",
+            runner.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One writer at a time: the job's log holds each seq once, and the stream each step once.
+    let log =
+        std::fs::read_to_string(data.join("jobs").join(&job.id).join("metrics.jsonl")).unwrap();
+    let seqs: Vec<u64> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+    let all = history(&mut cs, &job.id).await;
+    assert_gapless(&all);
+    assert_eq!(all.len(), seqs.len());
+    let loss_steps: Vec<u64> = all
+        .iter()
+        .filter(|p| p.series == "charbonnier")
+        .map(|p| p.step)
+        .collect();
+    assert_eq!(loss_steps, (1..=steps).collect::<Vec<_>>());
+}

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -64,6 +64,8 @@ struct Running {
     stop: Arc<AtomicU8>,
     /// Its lease went to another replica: stop without recording anything more.
     lost: Arc<AtomicBool>,
+    /// The run's write fence ([`Control::fence_ms`]), moved forward at each renewal.
+    fence: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
@@ -184,6 +186,12 @@ impl Manager {
 
     fn lease_end(&self) -> i64 {
         now_ms() + self.opts.lease.as_millis() as i64
+    }
+
+    /// The time after which a run under a lease ending at `until` stops writing: a quarter
+    /// lease before the end, so a step in flight finishes before another replica may start.
+    fn fence(&self, until: i64) -> i64 {
+        until - self.opts.lease.as_millis() as i64 / 4
     }
 
     /// Takes over every job whose lease ran out (its server died or lost the store): a
@@ -386,9 +394,10 @@ impl Manager {
         if ids.is_empty() {
             return Ok(());
         }
+        let until = self.lease_end();
         let held: HashMap<String, State> = self
             .store
-            .renew(&self.opts.replica_id, &ids, self.lease_end())?
+            .renew(&self.opts.replica_id, &ids, until)?
             .into_iter()
             .collect();
         let inner = self.inner();
@@ -398,12 +407,25 @@ impl Manager {
             };
             match held.get(&id) {
                 None => {
+                    // Not held: either it just ended here (its end is recorded) or another
+                    // replica took it over.
+                    let taken = self
+                        .store
+                        .get(&id)?
+                        .is_some_and(|j| !j.state.is_terminal() && j.owner != self.opts.replica_id);
+                    if !taken {
+                        continue;
+                    }
                     if !r.lost.swap(true, Ordering::AcqRel) {
                         tracing::error!(job = %id, "lost the job's lease to another replica; stopping it here");
                     }
-                    r.stop.store(StopReason::Shutdown as u8, Ordering::Release);
+                    r.stop.store(StopReason::Lost as u8, Ordering::Release);
                 }
-                Some(State::Cancelling) => {
+                Some(state) => {
+                    r.fence.store(self.fence(until), Ordering::Release);
+                    if *state != State::Cancelling {
+                        continue;
+                    }
                     let _ = r.stop.compare_exchange(
                         StopReason::None as u8,
                         StopReason::Cancel as u8,
@@ -411,7 +433,6 @@ impl Manager {
                         Ordering::Acquire,
                     );
                 }
-                Some(_) => {}
             }
         }
         Ok(())
@@ -427,6 +448,7 @@ impl Manager {
             self.backfill_points(&job.id)?;
         }
         let stop = Arc::new(AtomicU8::new(StopReason::None as u8));
+        let fence = Arc::new(AtomicI64::new(self.fence(job.lease_until_ms)));
         let (tx, rx) = tokio::sync::mpsc::channel(EVENT_CAPACITY);
         let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
         let opts = TrainOptions {
@@ -436,6 +458,7 @@ impl Manager {
             control: Some(Control {
                 stop: stop.clone(),
                 events: tx,
+                fence_ms: fence.clone(),
             }),
             job_id: Some(job.id.clone()),
         };
@@ -446,6 +469,7 @@ impl Manager {
                 device: job.device.clone(),
                 stop,
                 lost: lost.clone(),
+                fence,
             },
         );
         inner.live.insert(
@@ -605,6 +629,9 @@ impl Manager {
             ))
         });
         report(progress_of(&progress));
+        if matches!(&result, Ok(s) if s.stopped == Some(StopReason::Lost)) {
+            lost.store(true, Ordering::Release);
+        }
         let (state, error) = match &result {
             _ if lost.load(Ordering::Acquire) => (None, None),
             Ok(s) => match s.stopped {
@@ -612,6 +639,7 @@ impl Manager {
                 Some(StopReason::Cancel) => (Some(State::Cancelled), None),
                 // Stays RUNNING in the store: the next server start resumes it.
                 Some(StopReason::Shutdown) => (None, None),
+                Some(StopReason::Lost) => (None, None),
             },
             Err(e) => (Some(State::Failed), Some(e.to_string())),
         };
@@ -628,7 +656,7 @@ impl Manager {
                 });
             }
         } else if lost.load(Ordering::Acquire) {
-            tracing::warn!(job = %id, step = progress.step, "stopped a job whose lease was lost");
+            tracing::warn!(job = %id, step = progress.step, "stopped a job whose lease ran out or was taken");
         } else {
             tracing::info!(job = %id, step = progress.step, "job checkpointed for shutdown");
             // Another replica (or this server's next run) may resume it at once.

@@ -9,7 +9,7 @@ pub mod optim;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -94,6 +94,9 @@ pub enum StopReason {
     Cancel = 1,
     /// The process is shutting down; the job resumes from the checkpoint on the next start.
     Shutdown = 2,
+    /// The run's lease ended (another server may have taken the job over): stop at once and
+    /// write nothing more — no checkpoint, no export.
+    Lost = 3,
 }
 
 impl StopReason {
@@ -101,6 +104,7 @@ impl StopReason {
         match v {
             1 => Self::Cancel,
             2 => Self::Shutdown,
+            3 => Self::Lost,
             _ => Self::None,
         }
     }
@@ -130,23 +134,42 @@ pub enum Event {
     },
 }
 
-/// How a caller steers a run from another thread: a stop flag checked at every step boundary
-/// and a bounded channel of [`Event`]s (the run blocks when it is full).
+/// How a caller steers a run from another thread: a stop flag checked at every step boundary,
+/// a lease fence, and a bounded channel of [`Event`]s (the run blocks when it is full).
 #[derive(Clone)]
 pub struct Control {
     pub stop: Arc<AtomicU8>,
     pub events: tokio::sync::mpsc::Sender<Event>,
+    /// Unix ms after which the run may no longer write (0 = never): past it the run stops as
+    /// [`StopReason::Lost`] before its next step, checkpoint or export. The job manager moves
+    /// it forward each time it renews the job's lease.
+    pub fence_ms: Arc<AtomicI64>,
 }
 
 impl Control {
     pub fn stop_reason(&self) -> StopReason {
+        let fence = self.fence_ms.load(Ordering::Acquire);
+        if fence > 0 && unix_ms() >= fence {
+            return StopReason::Lost;
+        }
         StopReason::from_u8(self.stop.load(Ordering::Acquire))
+    }
+
+    fn lost(control: Option<&Control>) -> bool {
+        control.is_some_and(|c| c.stop_reason() == StopReason::Lost)
     }
 
     fn send(&self, event: Event) {
         // A receiver that went away only means nobody listens any more; the run goes on.
         let _ = self.events.blocking_send(event);
     }
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl std::fmt::Debug for Control {
@@ -628,6 +651,14 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     for step in start_step + 1..=spec.steps {
         // Step boundary: a stop request checkpoints what is done and ends the run.
         let reason = control.map_or(StopReason::None, Control::stop_reason);
+        if reason == StopReason::Lost {
+            tracing::warn!(
+                step = step - 1,
+                "the job's lease ended; stopping without writing"
+            );
+            stopped = Some(reason);
+            break;
+        }
         if reason != StopReason::None {
             if saved_step != step - 1 || checkpoint::latest(&ckpt_root)?.is_none() {
                 saver.save(step - 1, &latest_metrics, &model, &ema, &opt)?;
@@ -651,6 +682,15 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 "loss became {final_loss} at step {step}; lower optimizer.lr"
             )));
         }
+        if Control::lost(control) {
+            // The lease ended during the step: its result is not ours to log.
+            tracing::warn!(
+                step,
+                "the job's lease ended; stopping without logging the step"
+            );
+            stopped = Some(StopReason::Lost);
+            break;
+        }
         let mut points = Vec::new();
         for (name, v) in &outp.scalars {
             let v = v.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -668,6 +708,10 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         if let Some(val) = &val {
             if last || every(spec.validation.every) {
                 let m = validate(&model.restorer, spec.range(), val, &device, tiling)?;
+                if Control::lost(control) {
+                    stopped = Some(StopReason::Lost);
+                    break;
+                }
                 for (k, v) in &m {
                     points.extend(log.push(step, k, "val", *v)?);
                     latest_metrics.insert(format!("val/{k}"), *v);
@@ -687,12 +731,20 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 points,
             });
         }
+        if Control::lost(control) {
+            tracing::warn!(step, "the job's lease ended; stopping without a checkpoint");
+            stopped = Some(StopReason::Lost);
+            break;
+        }
         if last || every(spec.checkpoint.every) {
             saver.save(step, &latest_metrics, &model, &ema, &opt)?;
             saved_step = step;
         }
     }
     bar.finish_and_clear();
+    if Control::lost(control) {
+        stopped = Some(StopReason::Lost); // no export either
+    }
     let seconds_per_step = step_time.as_secs_f64() / ran.max(1) as f64;
     let summary = |artifact| TrainSummary {
         steps: spec.steps,
