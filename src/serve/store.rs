@@ -1211,6 +1211,26 @@ mod tests {
     }
 
     #[test]
+    fn store_urls_parse_and_hide_passwords() {
+        let dir = Path::new("/data");
+        assert_eq!(
+            StoreUrl::parse("sqlite", dir).unwrap(),
+            StoreUrl::Sqlite(dir.join("noiseda.db"))
+        );
+        assert_eq!(
+            StoreUrl::parse("sqlite:/x/jobs.db", dir).unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("/x/jobs.db"))
+        );
+        let pg = StoreUrl::parse("postgres://u:secret@db:5432/jobs", dir).unwrap();
+        assert!(pg.is_shared());
+        assert_eq!(pg.redacted(), "postgres://u:***@db:5432/jobs");
+        for bad in ["mysql://x", "postgres://u:p@db:notaport/x"] {
+            let e = StoreUrl::parse(bad, dir).unwrap_err().to_string();
+            assert!(e.contains("--store"), "{e}");
+        }
+    }
+
+    #[test]
     fn request_ids_pages_states_leases_points_and_checkpoints() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("jobs.db")).unwrap();
