@@ -57,9 +57,10 @@ pub enum Error {
     /// The job store (SQLite) failed.
     #[error("job store: {0}")]
     Store(#[from] rusqlite::Error),
-    /// The shared job store (PostgreSQL) failed or cannot be reached.
+    /// The shared job store (PostgreSQL) failed or cannot be reached (the message carries the
+    /// whole cause chain: "error connecting to server: Connection refused …").
     #[error("job store (PostgreSQL): {0}")]
-    Postgres(#[from] postgres::Error),
+    Postgres(String),
     /// A call came without a valid API key.
     #[error("unauthenticated: {0}")]
     Unauthenticated(String),
@@ -146,6 +147,22 @@ impl Error {
                 Code::Internal
             }
         }
+    }
+}
+
+impl From<postgres::Error> for Error {
+    fn from(e: postgres::Error) -> Self {
+        let mut msg = e.to_string();
+        let mut cause = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            let text = c.to_string();
+            if !msg.contains(&text) {
+                msg.push_str(": ");
+                msg.push_str(&text);
+            }
+            cause = c.source();
+        }
+        Error::Postgres(msg)
     }
 }
 

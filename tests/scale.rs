@@ -429,3 +429,38 @@ async fn a_paused_replica_stops_writing_once_its_job_is_taken() {
         .collect();
     assert_eq!(loss_steps, (1..=steps).collect::<Vec<_>>());
 }
+
+#[test]
+fn an_unreachable_or_malformed_store_stops_the_start_with_the_reason() {
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = |store: &str| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--metrics-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(tmp.path().join("data"))
+            .args(["--store", store])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // Port 1 on loopback: nothing listens there.
+    let msg = serve("postgres://noiseda:hunter2@127.0.0.1:1/jobs");
+    assert!(
+        msg.contains("PostgreSQL") && msg.contains("refused"),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter2"), "the password leaked: {msg}");
+    let msg = serve("mysql://db/jobs");
+    assert!(
+        msg.contains("--store") && msg.contains("mysql://db/jobs"),
+        "{msg}"
+    );
+}
