@@ -201,8 +201,18 @@ async fn a_killed_replicas_job_is_resumed_by_the_other() {
     let seen = stream(&mut cs, &job.id, 1, Some(300)).await.unwrap();
     assert_gapless(&seen);
     runner.kill();
+    let killed = std::time::Instant::now();
+    let resumed = wait_for(&mut cs, &job.id, "take-over", |j| {
+        j.restarts == 1 && state(j) == pb::JobState::Running
+    })
+    .await;
+    eprintln!(
+        "lease 2 s: the survivor resumed the job {:.2} s after the SIGKILL (at step {})",
+        killed.elapsed().as_secs_f64(),
+        resumed.progress.map_or(0, |p| p.step)
+    );
 
-    // The survivor takes the job over once its lease runs out and resumes it from the
+    // The survivor took the job over once its lease ran out and resumed it from the
     // checkpoint; the stream that started before the kill continues without a gap.
     let mut rest = stream(&mut cs, &job.id, seen.len() as u64 + 1, None)
         .await
