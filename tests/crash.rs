@@ -204,19 +204,6 @@ async fn a_full_disk_fails_the_job_with_the_reason_and_keeps_the_server() {
     // A data dir that cannot be a directory stops the server at start, naming it.
     let file = tmp.path().join("not-a-dir");
     std::fs::write(&file, "x").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let msg = String::from_utf8_lossy(&out.stderr);
+    let msg = common::server::serve_refuses(&file, &[]);
     assert!(msg.contains("not-a-dir"), "{msg}");
 }

@@ -167,21 +167,20 @@ async fn two_replicas_share_one_queue() {
     assert_eq!(from_a, list(&mut cb).await);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_replicas_job_is_resumed_by_the_other() {
-    let Some(db) = PgDb::create("a_killed_replicas_job_is_resumed") else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
-    let data = tmp.path().join("shared");
-    let a = replica(&db, &data, "replica-a");
-    let b = replica(&db, &data, "replica-b");
+/// Steps of the job of [`long_job_on_two_replicas`].
+const LONG_STEPS: u64 = 1500;
+
+/// Two replicas on `db` sharing a data dir under `root/shared`, and one long job
+/// ([`LONG_STEPS`] steps, a checkpoint every 100) past step 250: returns the replica that runs it, the other, and the job.
+async fn long_job_on_two_replicas(db: &PgDb, root: &Path, name: &str) -> (Server, Server, pb::Job) {
+    let clean = common::write_photos(&root.join("clean"), 3, 48, 48);
+    let data = root.join("shared");
+    let a = replica(db, &data, "replica-a");
+    let b = replica(db, &data, "replica-b");
     let mut ca = a.client().await;
-    let steps = 1500;
     let job = ca
         .start_job(start_request(
-            &tiny_toml("failover", &clean, steps, 100, None),
+            &tiny_toml(name, &clean, LONG_STEPS, 100, None),
             "",
         ))
         .await
@@ -191,11 +190,20 @@ async fn a_killed_replicas_job_is_resumed_by_the_other() {
         j.progress.is_some_and(|p| p.step > 250)
     })
     .await;
-    let (runner, survivor) = if started(&a).contains(&job.id) {
-        (a, b)
+    if started(&a).contains(&job.id) {
+        (a, b, job)
     } else {
-        (b, a)
+        (b, a, job)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_job_is_resumed_by_the_other() {
+    let Some(db) = PgDb::create("a_killed_replicas_job_is_resumed") else {
+        return;
     };
+    let tmp = tempfile::tempdir().unwrap();
+    let (runner, survivor, job) = long_job_on_two_replicas(&db, tmp.path(), "failover").await;
     let mut cs = survivor.client().await;
     // Follow through the survivor while the runner trains, then SIGKILL the runner.
     let seen = stream(&mut cs, &job.id, 1, Some(300)).await.unwrap();
@@ -227,7 +235,7 @@ async fn a_killed_replicas_job_is_resumed_by_the_other() {
         .collect();
     assert_eq!(
         loss_steps,
-        (1..=steps).collect::<Vec<_>>(),
+        (1..=LONG_STEPS).collect::<Vec<_>>(),
         "each step logged once"
     );
     let done = get(&mut cs, &job.id).await;
@@ -371,29 +379,7 @@ async fn a_paused_replica_stops_writing_once_its_job_is_taken() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
-    let data = tmp.path().join("shared");
-    let a = replica(&db, &data, "replica-a");
-    let b = replica(&db, &data, "replica-b");
-    let mut ca = a.client().await;
-    let steps = 1500;
-    let job = ca
-        .start_job(start_request(
-            &tiny_toml("paused", &clean, steps, 100, None),
-            "",
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    wait_for(&mut ca, &job.id, "a checkpoint", |j| {
-        j.progress.is_some_and(|p| p.step > 250)
-    })
-    .await;
-    let (runner, survivor) = if started(&a).contains(&job.id) {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (runner, survivor, job) = long_job_on_two_replicas(&db, tmp.path(), "paused").await;
     let mut cs = survivor.client().await;
     // Freeze the runner past its lease (2 s): it neither renews nor trains. The survivor takes
     // the job over; when the runner wakes up, its lease is gone and it must not write again.
@@ -418,8 +404,13 @@ async fn a_paused_replica_stops_writing_once_its_job_is_taken() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     // One writer at a time: the job's log holds each seq once, and the stream each step once.
-    let log =
-        std::fs::read_to_string(data.join("jobs").join(&job.id).join("metrics.jsonl")).unwrap();
+    let log = std::fs::read_to_string(
+        tmp.path()
+            .join("shared/jobs")
+            .join(&job.id)
+            .join("metrics.jsonl"),
+    )
+    .unwrap();
     let seqs: Vec<u64> = log
         .lines()
         .map(|l| {
@@ -437,30 +428,14 @@ async fn a_paused_replica_stops_writing_once_its_job_is_taken() {
         .filter(|p| p.series == "charbonnier")
         .map(|p| p.step)
         .collect();
-    assert_eq!(loss_steps, (1..=steps).collect::<Vec<_>>());
+    assert_eq!(loss_steps, (1..=LONG_STEPS).collect::<Vec<_>>());
 }
 
 #[test]
 fn an_unreachable_or_malformed_store_stops_the_start_with_the_reason() {
     let tmp = tempfile::tempdir().unwrap();
-    let serve = |store: &str| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(tmp.path().join("data"))
-            .args(["--store", store])
-            .env("RUST_BACKTRACE", "0")
-            .output()
-            .unwrap();
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let data = tmp.path().join("data");
+    let serve = |store: &str| common::server::serve_refuses(&data, &["--store", store]);
     // Port 1 on loopback: nothing listens there.
     let msg = serve("postgres://noiseda:hunter2@127.0.0.1:1/jobs");
     assert!(

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::server::Server;
+use common::server::{serve_refuses, Server};
 use noiseda::pb;
 use noiseda::serve::auth::Remote;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
@@ -274,34 +274,12 @@ fn bad_key_files_and_tls_files_stop_the_server_with_the_reason() {
         "[[key]]\nname = \"x\"\nscopes = [\"admin\"]\nsecret = \"0123456789abcdef\"\n",
     )
     .unwrap();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_noiseda"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--metrics-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(tmp.path().join("data"))
-            .args(args)
-            .output()
-            .unwrap()
-    };
-    let out = run(&["--api-keys", keys.to_str().unwrap()]);
-    assert!(!out.status.success());
-    let msg = String::from_utf8_lossy(&out.stderr);
+    let data = tmp.path().join("data");
+    let msg = serve_refuses(&data, &["--api-keys", keys.to_str().unwrap()]);
     assert!(msg.contains("keys.toml") && msg.contains("admin"), "{msg}");
     let missing = tmp.path().join("nope.pem");
-    let out = run(&[
-        "--tls-cert",
-        missing.to_str().unwrap(),
-        "--tls-key",
-        missing.to_str().unwrap(),
-    ]);
-    assert!(!out.status.success());
-    let msg = String::from_utf8_lossy(&out.stderr);
+    let missing = missing.to_str().unwrap();
+    let msg = serve_refuses(&data, &["--tls-cert", missing, "--tls-key", missing]);
     assert!(msg.contains("nope.pem"), "{msg}");
 }
 
@@ -352,20 +330,10 @@ async fn job_data_paths_stay_inside_the_data_roots() {
             job.resolved_spec
         );
     }
-    let e = Command::new(env!("CARGO_BIN_EXE_noiseda"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(tmp.path().join("data2"))
-        .arg("--data-roots")
-        .arg(tmp.path().join("missing-root"))
-        .output()
-        .unwrap();
-    assert!(!e.status.success());
-    assert!(String::from_utf8_lossy(&e.stderr).contains("--data-roots"));
+    let missing_root = tmp.path().join("missing-root");
+    let msg = serve_refuses(
+        &tmp.path().join("data2"),
+        &["--data-roots", missing_root.to_str().unwrap()],
+    );
+    assert!(msg.contains("--data-roots"), "{msg}");
 }

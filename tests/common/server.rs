@@ -142,6 +142,31 @@ impl Drop for Server {
     }
 }
 
+/// Runs `noiseda serve` on loopback ports with `data_dir` and `extra` flags, expecting it to
+/// refuse to start; returns what it printed on stderr.
+pub fn serve_refuses(data_dir: &Path, extra: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(extra)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let msg = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        !out.status.success(),
+        "serve {extra:?} exited successfully: {msg}"
+    );
+    msg
+}
+
 /// A TOML job spec for the server: the tiny U-Net on `clean`, with optional validation pairs.
 pub fn tiny_toml(
     name: &str,
