@@ -252,6 +252,18 @@ async fn a_killed_replicas_job_is_resumed_by_the_other() {
         .contains("taking over a job from its checkpoint"));
 }
 
+/// (name, is default) of every model a Restore server has loaded.
+async fn loaded(c: &mut pb::models_client::ModelsClient<Channel>) -> Vec<(String, bool)> {
+    c.list_models(pb::ListModelsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .models
+        .into_iter()
+        .map(|m| (m.name, m.is_default))
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restore_replica_picks_up_new_models() {
     let tmp = tempfile::tempdir().unwrap();
@@ -276,20 +288,7 @@ async fn a_restore_replica_picks_up_new_models() {
     let mut models_client = pb::models_client::ModelsClient::connect(restore.addr.clone())
         .await
         .unwrap();
-    let listed = |c: &mut pb::models_client::ModelsClient<Channel>| {
-        let mut c = c.clone();
-        async move {
-            c.list_models(pb::ListModelsRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .models
-                .into_iter()
-                .map(|m| m.name)
-                .collect::<Vec<_>>()
-        }
-    };
-    assert!(listed(&mut models_client).await.is_empty());
+    assert!(loaded(&mut models_client).await.is_empty());
 
     let mut c = trainer.client().await;
     let job = c
@@ -310,7 +309,7 @@ async fn a_restore_replica_picks_up_new_models() {
     .unwrap();
 
     let t0 = std::time::Instant::now();
-    while listed(&mut models_client).await != ["fresh-model"] {
+    while loaded(&mut models_client).await != [("fresh-model".to_string(), true)] {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "model not picked up"
@@ -350,21 +349,11 @@ async fn a_restore_replica_picks_up_new_models() {
     .await
     .unwrap();
     std::fs::write(models.join("DEFAULT"), "promoted\n").unwrap();
-    let default = |c: &mut pb::models_client::ModelsClient<Channel>| {
-        let mut c = c.clone();
-        async move {
-            c.list_models(pb::ListModelsRequest::default())
-                .await
-                .unwrap()
-                .into_inner()
-                .models
-                .into_iter()
-                .find(|m| m.is_default)
-                .map(|m| m.name)
-        }
-    };
     let t0 = std::time::Instant::now();
-    while default(&mut models_client).await.as_deref() != Some("promoted") {
+    while !loaded(&mut models_client)
+        .await
+        .contains(&("promoted".to_string(), true))
+    {
         assert!(
             t0.elapsed() < Duration::from_secs(30),
             "default not followed"

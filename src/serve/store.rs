@@ -206,35 +206,26 @@ trait Cols {
     fn text(&self, i: usize) -> Result<String>;
 }
 
-impl Cols for rusqlite::Row<'_> {
-    fn int(&self, i: usize) -> Result<i64> {
-        Ok(self.get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
-        Ok(self.get(i)?)
-    }
-    fn real(&self, i: usize) -> Result<f64> {
-        Ok(self.get(i)?)
-    }
-    fn text(&self, i: usize) -> Result<String> {
-        Ok(self.get(i)?)
-    }
+macro_rules! cols {
+    ($row:ty, $get:ident) => {
+        impl Cols for $row {
+            fn int(&self, i: usize) -> Result<i64> {
+                Ok(self.$get(i)?)
+            }
+            fn opt_int(&self, i: usize) -> Result<Option<i64>> {
+                Ok(self.$get(i)?)
+            }
+            fn real(&self, i: usize) -> Result<f64> {
+                Ok(self.$get(i)?)
+            }
+            fn text(&self, i: usize) -> Result<String> {
+                Ok(self.$get(i)?)
+            }
+        }
+    };
 }
-
-impl Cols for postgres::Row {
-    fn int(&self, i: usize) -> Result<i64> {
-        Ok(self.try_get(i)?)
-    }
-    fn opt_int(&self, i: usize) -> Result<Option<i64>> {
-        Ok(self.try_get(i)?)
-    }
-    fn real(&self, i: usize) -> Result<f64> {
-        Ok(self.try_get(i)?)
-    }
-    fn text(&self, i: usize) -> Result<String> {
-        Ok(self.try_get(i)?)
-    }
-}
+cols!(rusqlite::Row<'_>, get);
+cols!(postgres::Row, try_get);
 
 /// One connection or transaction: statements are written once, with SQLite's `?N`
 /// placeholders (rewritten to `$N` for PostgreSQL).
