@@ -101,9 +101,8 @@ def normalization(ch):
 
 def gamma_embedding(gammas, dim, max_period=10000):
     half = dim // 2
-    freqs = torch.exp(
-        -math.log(max_period) * torch.arange(0, half, dtype=torch.float32) / half
-    ).to(gammas.dtype)
+    steps = torch.arange(0, half, dtype=torch.float32, device=gammas.device)
+    freqs = torch.exp(-math.log(max_period) * steps / half).to(gammas.dtype)
     args = gammas[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{Conditions, Hinge, OptimizerSpec};
 use crate::data::Batch;
 use crate::method::schedule::Schedule;
-use crate::method::{Joint, Objective};
+use crate::method::{Joint, Objective, StepOutput};
 use crate::model::{ArchConfig, DiffusionConfig};
 use crate::train::optim::Adam;
 use crate::train::Model;
@@ -31,6 +31,11 @@ pub enum Case {
     Restore512,
     /// Unet-S forward on 8×3×256×256.
     Restore8x256,
+    /// The paper's setting: Unet-S + Diffusion-B (2 res blocks, attention, dropout 0.2),
+    /// batch 8 of 128×128, the joint step, backward, Adam (a GPU case).
+    TrainJointPaper,
+    /// Unet-S forward on 8×3×512×512 (a GPU case).
+    Restore8x512,
 }
 
 impl Case {
@@ -41,23 +46,35 @@ impl Case {
         Case::Restore8x256,
     ];
 
+    /// Every case: [`Case::ALL`] and the GPU-sized ones.
+    pub const EVERY: [Case; 6] = [
+        Case::TrainVanilla,
+        Case::TrainJoint,
+        Case::Restore512,
+        Case::Restore8x256,
+        Case::TrainJointPaper,
+        Case::Restore8x512,
+    ];
+
     pub fn name(self) -> &'static str {
         match self {
             Case::TrainVanilla => "train-vanilla",
             Case::TrainJoint => "train-joint",
             Case::Restore512 => "restore-512",
             Case::Restore8x256 => "restore-8x256",
+            Case::TrainJointPaper => "train-joint-paper",
+            Case::Restore8x512 => "restore-8x512",
         }
     }
 
     pub fn parse(name: &str) -> Result<Self> {
-        Self::ALL
+        Self::EVERY
             .into_iter()
             .find(|c| c.name() == name)
             .ok_or_else(|| {
                 Error::InvalidArgument(format!(
                     "unknown bench case `{name}`; cases: {}",
-                    Self::ALL.map(|c| c.name()).join(", ")
+                    Self::EVERY.map(|c| c.name()).join(", ")
                 ))
             })
     }
@@ -68,24 +85,31 @@ impl Case {
         let unet_t = ArchConfig::preset("unet-t").expect("preset exists");
         let unet_s = ArchConfig::preset("unet-s").expect("preset exists");
         let diffusion = DiffusionConfig::preset("diffusion-t").expect("preset exists");
+        let diffusion_b = DiffusionConfig::preset("diffusion-b").expect("preset exists");
         let macs = match self {
             Case::TrainVanilla => 3 * 8 * unet_t.macs(64, 64),
             // Restorer on the synthetic and the real batch, diffusion net twice (pos, neg).
             Case::TrainJoint => 3 * 8 * (2 * unet_t.macs(64, 64) + 2 * diffusion.macs(64, 64)),
             Case::Restore512 => unet_s.macs(512, 512),
             Case::Restore8x256 => 8 * unet_s.macs(256, 256),
+            Case::TrainJointPaper => {
+                3 * 8 * (2 * unet_s.macs(128, 128) + 2 * diffusion_b.macs(128, 128))
+            }
+            Case::Restore8x512 => 8 * unet_s.macs(512, 512),
         };
         2.0 * macs as f64 / 1e9
     }
 }
 
 /// Timing settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct BenchOptions {
     pub warmup: usize,
     pub runs: usize,
     /// Threads of candle's CPU ops and of PyTorch (rayon pool size).
     pub threads: usize,
+    /// Where the cases run: `cpu` or `cuda:N` (PyTorch gets the same device).
+    pub device: String,
 }
 
 /// One case's timings in one implementation.
@@ -130,19 +154,23 @@ pub fn peak_rss_mb() -> f64 {
     }
 }
 
-/// Per-run milliseconds, and the RSS after the warm-up and at the end.
+/// Per-run milliseconds (each run waits for `dev` to finish its queued work), and the RSS
+/// after the warm-up and at the end.
 fn time_it(
     opts: &BenchOptions,
+    dev: &Device,
     mut f: impl FnMut() -> candle::Result<()>,
 ) -> Result<(Vec<f64>, f64, f64)> {
     for _ in 0..opts.warmup {
         f()?;
+        dev.synchronize()?;
     }
     let rss0 = current_rss_mb();
     let times = (0..opts.runs)
         .map(|_| {
             let t0 = Instant::now();
             f()?;
+            dev.synchronize()?;
             Ok(t0.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<Vec<_>>>()?;
@@ -166,39 +194,30 @@ fn rand(shape: (usize, usize, usize, usize), dev: &Device) -> candle::Result<Ten
 
 /// Runs one case in this process.
 pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
-    let dev = Device::Cpu;
+    let dev = crate::device::open(&opts.device)?;
     let adam = OptimizerSpec {
         lr: 1e-4,
         ..OptimizerSpec::default()
     };
     let (runs, rss0, rss1) = match case {
-        Case::TrainVanilla | Case::TrainJoint => {
-            let joint = case == Case::TrainJoint;
-            let arch = ArchConfig::preset("unet-t").expect("preset exists");
-            let dcfg = DiffusionConfig::preset("diffusion-t").expect("preset exists");
+        Case::TrainVanilla | Case::TrainJoint | Case::TrainJointPaper => {
+            let joint = case != Case::TrainVanilla;
+            let paper = case == Case::TrainJointPaper;
+            let arch =
+                ArchConfig::preset(if paper { "unet-s" } else { "unet-t" }).expect("preset exists");
+            let dcfg = DiffusionConfig::preset(if paper { "diffusion-b" } else { "diffusion-t" })
+                .expect("preset exists");
             let model = Model::new(&arch, joint.then_some(&dcfg), 0, &dev)?;
             let mut opt = Adam::new(model.trainable(), adam)?;
             let objective = if joint {
-                Objective::Joint(Box::new(Joint {
-                    unpaired: false,
-                    charbonnier_eps: 1e-3,
-                    weight: 0.2,
-                    ramp_steps: 0,
-                    hold_steps: 0,
-                    margin: 0.1,
-                    hinge: Hinge::Batch,
-                    shuffle: true,
-                    residual_swap: true,
-                    conditions: Conditions::Both,
-                    t_range: [1, 999],
-                    schedule: Schedule::linear(1000, 1e-6, 1e-2),
-                }))
+                Objective::Joint(Box::new(paper_joint()))
             } else {
                 Objective::Vanilla {
                     charbonnier_eps: 1e-3,
                 }
             };
-            let shape = (8, 3, 64, 64);
+            let side = if paper { 128 } else { 64 };
+            let shape = (8, 3, side, side);
             let batch = Batch {
                 step: 1,
                 lq: rand(shape, &dev)?,
@@ -208,7 +227,7 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
             };
             let mut rng = crate::data::loader::step_rng(0, 0);
             let mut step_err = None;
-            let timed = time_it(opts, || {
+            let timed = time_it(opts, &dev, || {
                 let out = objective.step(model.nets(), &batch, &mut rng)?;
                 let grads = out.loss.backward()?;
                 if let Err(e) = opt.step(&grads) {
@@ -221,15 +240,15 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
             }
             timed
         }
-        Case::Restore512 | Case::Restore8x256 => {
+        Case::Restore512 | Case::Restore8x256 | Case::Restore8x512 => {
             let arch = ArchConfig::preset("unet-s").expect("preset exists");
             let model = Model::new(&arch, None, 0, &dev)?;
-            let xs = if case == Case::Restore512 {
-                rand((1, 3, 512, 512), &dev)?
-            } else {
-                rand((8, 3, 256, 256), &dev)?
+            let xs = match case {
+                Case::Restore512 => rand((1, 3, 512, 512), &dev)?,
+                Case::Restore8x256 => rand((8, 3, 256, 256), &dev)?,
+                _ => rand((8, 3, 512, 512), &dev)?,
             };
-            time_it(opts, || {
+            time_it(opts, &dev, || {
                 model.restorer.restore(&xs, false)?.to_dtype(DType::F32)?;
                 Ok(())
             })?
@@ -247,16 +266,149 @@ pub fn run_case(case: Case, opts: &BenchOptions) -> Result<CaseTiming> {
     })
 }
 
-/// f32 matmul throughput of candle on this machine (2048³, median of 5), GFLOP/s.
-pub fn matmul_peak_gflops() -> Result<f64> {
-    let m = Tensor::rand(0f32, 1f32, (2048, 2048), &Device::Cpu)?;
+/// The joint objective of the benchmark cases: the full method with the paper's constants.
+fn paper_joint() -> Joint {
+    Joint {
+        unpaired: false,
+        charbonnier_eps: 1e-3,
+        weight: 0.2,
+        ramp_steps: 0,
+        hold_steps: 0,
+        margin: 0.1,
+        hinge: Hinge::Batch,
+        shuffle: true,
+        residual_swap: true,
+        conditions: Conditions::Both,
+        t_range: [1, 999],
+        schedule: Schedule::linear(1000, 1e-6, 1e-2),
+    }
+}
+
+/// f32 matmul throughput of candle on `device` (2048³, median of 5), GFLOP/s.
+pub fn matmul_peak_gflops(device: &str) -> Result<f64> {
+    let dev = crate::device::open(device)?;
+    let m = Tensor::rand(0f32, 1f32, (2048, 2048), &dev)?;
     let opts = BenchOptions {
         warmup: 2,
         runs: 5,
         threads: 0,
+        device: device.to_string(),
     };
-    let (times, _, _) = time_it(&opts, || m.matmul(&m).map(|_| ()))?;
+    let (times, _, _) = time_it(&opts, &dev, || m.matmul(&m).map(|_| ()))?;
     Ok(2.0 * 2048f64.powi(3) / (median(&times) / 1e3) / 1e9)
+}
+
+/// One comparison of [`parity`]: over a group of tensors, the worst per-tensor difference
+/// between the CPU and the device relative to that tensor's largest CPU magnitude.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParityRow {
+    pub what: String,
+    pub tensors: usize,
+    /// Largest |cpu − device| over the group.
+    pub max_abs_diff: f64,
+    /// Largest |cpu| over the group.
+    pub max_abs: f64,
+    /// max over tensors of max|cpu − device| / max|cpu|.
+    pub rel: f64,
+}
+
+fn compare(what: &str, pairs: &[(Tensor, Tensor)]) -> Result<ParityRow> {
+    let (mut max_abs_diff, mut max_abs, mut rel) = (0f64, 0f64, 0f64);
+    for (a, b) in pairs {
+        let a = a.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
+        let b = b.to_device(&Device::Cpu)?.to_dtype(DType::F64)?;
+        let diff = (&a - &b)?.abs()?.max_all()?.to_scalar::<f64>()?;
+        let mag = a.abs()?.max_all()?.to_scalar::<f64>()?;
+        max_abs_diff = max_abs_diff.max(diff);
+        max_abs = max_abs.max(mag);
+        if mag > 0.0 {
+            rel = rel.max(diff / mag);
+        } else if diff > 0.0 {
+            rel = f64::INFINITY;
+        }
+    }
+    Ok(ParityRow {
+        what: what.to_string(),
+        tensors: pairs.len(),
+        max_abs_diff,
+        max_abs,
+        rel,
+    })
+}
+
+/// Runs one joint Denoising-as-Adaptation step (the restorer on both domains, the diffusion
+/// net's positive and negative passes, the loss and its backward) on the CPU and on `device`
+/// with the same weights, batch and draws, and compares the restorer's forward output, every
+/// loss term and every gradient of both nets.
+pub fn parity(
+    device: &str,
+    restorer: &str,
+    diffusion: &str,
+    batch: usize,
+    side: usize,
+) -> Result<Vec<ParityRow>> {
+    let dev = crate::device::open(device)?;
+    let arch = ArchConfig::preset(restorer)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown restorer preset `{restorer}`")))?;
+    let dcfg = DiffusionConfig::preset(diffusion)
+        .ok_or_else(|| Error::InvalidArgument(format!("unknown diffusion preset `{diffusion}`")))?;
+    let cpu = Model::new(&arch, Some(&dcfg), 0, &Device::Cpu)?;
+    let other = Model::new(&arch, Some(&dcfg), 0, &dev)?;
+    other.load_tensors(
+        cpu.tensors()
+            .into_iter()
+            .map(|(n, t)| Ok((n, t.to_device(&dev)?)))
+            .collect::<candle::Result<_>>()?,
+    )?;
+    let shape = (batch, 3, side, side);
+    let (lq, gt, real) = (
+        rand(shape, &Device::Cpu)?,
+        rand(shape, &Device::Cpu)?,
+        rand(shape, &Device::Cpu)?,
+    );
+    let objective = Objective::Joint(Box::new(paper_joint()));
+    let run = |m: &Model| -> Result<(Tensor, StepOutput, candle::backprop::GradStore)> {
+        let d = &m.device;
+        let restored = m.restorer.restore(&lq.to_device(d)?, false)?;
+        let b = Batch {
+            step: 1,
+            lq: lq.to_device(d)?,
+            gt: gt.to_device(d)?,
+            real: Some(real.to_device(d)?),
+            unpaired: None,
+        };
+        let out = objective.step(m.nets(), &b, &mut crate::data::loader::step_rng(0, 1))?;
+        let grads = out.loss.backward()?;
+        Ok((restored, out, grads))
+    };
+    let (r_cpu, s_cpu, g_cpu) = run(&cpu)?;
+    let (r_dev, s_dev, g_dev) = run(&other)?;
+    let mut rows = vec![compare("restorer forward", &[(r_cpu, r_dev)])?];
+    for ((name, a), (_, b)) in s_cpu.scalars.iter().zip(&s_dev.scalars) {
+        rows.push(compare(
+            &format!("loss term {name}"),
+            &[(a.clone(), b.clone())],
+        )?);
+    }
+    for (prefix, what) in [
+        ("restorer.", "restorer gradients"),
+        ("diffusion.", "diffusion gradients"),
+    ] {
+        let pairs = cpu
+            .trainable()
+            .into_iter()
+            .zip(other.trainable())
+            .filter(|((n, _), _)| n.starts_with(prefix))
+            .filter_map(|((_, a), (_, b))| {
+                Some((
+                    g_cpu.get(a.as_tensor())?.clone(),
+                    g_dev.get(b.as_tensor())?.clone(),
+                ))
+            })
+            .collect::<Vec<_>>();
+        rows.push(compare(what, &pairs)?);
+    }
+    Ok(rows)
 }
 
 /// Runs `case` in a child process of this binary (`noiseda bench --child CASE`), so its peak
@@ -274,6 +426,8 @@ pub fn run_case_isolated(case: Case, opts: &BenchOptions) -> Result<CaseTiming> 
             &opts.runs.to_string(),
             "--threads",
             &opts.threads.to_string(),
+            "--device",
+            &opts.device,
         ])
         .env("RAYON_NUM_THREADS", opts.threads.to_string())
         .output()
@@ -363,6 +517,8 @@ impl Reference {
                 &opts.warmup.to_string(),
                 "--runs",
                 &opts.runs.to_string(),
+                "--device",
+                &opts.device,
             ])
             .output()
             .map_err(|e| Error::io(&self.python, e))
@@ -403,6 +559,7 @@ pub struct Row {
 /// The whole report (`--json` prints it).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
+    pub device: String,
     pub threads: usize,
     pub matmul_peak_gflops: f64,
     pub reference_matmul_peak_gflops: Option<f64>,
@@ -412,7 +569,7 @@ pub struct Report {
 
 /// Runs `cases` (each in its own process) and, with `reference`, the PyTorch cases right after.
 pub fn run(cases: &[Case], opts: &BenchOptions, reference: Option<&Reference>) -> Result<Report> {
-    let peak = matmul_peak_gflops()?;
+    let peak = matmul_peak_gflops(&opts.device)?;
     let (ref_peak, torch) = match reference {
         Some(r) => {
             let (g, v) = r.matmul_peak(opts)?;
@@ -444,6 +601,7 @@ pub fn run(cases: &[Case], opts: &BenchOptions, reference: Option<&Reference>) -
         });
     }
     Ok(Report {
+        device: opts.device.clone(),
         threads: opts.threads,
         matmul_peak_gflops: peak,
         reference_matmul_peak_gflops: ref_peak,
@@ -455,7 +613,8 @@ pub fn run(cases: &[Case], opts: &BenchOptions, reference: Option<&Reference>) -
 /// The report as a text table.
 pub fn table(r: &Report) -> String {
     let mut s = format!(
-        "threads {}; matmul peak (2048³ f32): candle {:.0} GFLOP/s{}\n",
+        "device {}, threads {}; matmul peak (2048³ f32): candle {:.0} GFLOP/s{}\n",
+        r.device,
         r.threads,
         r.matmul_peak_gflops,
         r.reference_matmul_peak_gflops
@@ -515,7 +674,7 @@ mod tests {
 
     #[test]
     fn cases_parse_and_unknown_names_are_listed() {
-        for c in Case::ALL {
+        for c in Case::EVERY {
             assert_eq!(Case::parse(c.name()).unwrap(), c);
             assert!(c.gflop() > 1.0, "{}", c.name());
         }
@@ -534,6 +693,7 @@ mod tests {
                 warmup: 0,
                 runs: 1,
                 threads: 1,
+                device: "cpu".into(),
             },
         )
         .unwrap();

@@ -173,9 +173,14 @@ enum Command {
     Bench {
         #[command(subcommand)]
         load: Option<BenchCommand>,
-        /// Cases to run (default: all): train-vanilla, train-joint, restore-512, restore-8x256.
+        /// Cases to run (default: the first four): train-vanilla, train-joint, restore-512,
+        /// restore-8x256; the GPU-sized train-joint-paper (Unet-S + Diffusion-B, batch 8,
+        /// 128×128) and restore-8x512 run when named.
         #[arg(long, value_delimiter = ',')]
         cases: Vec<String>,
+        /// Device of the cases (and of PyTorch's): cpu or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
         #[arg(long, default_value_t = 2)]
         warmup: usize,
         #[arg(long, default_value_t = 7)]
@@ -430,6 +435,28 @@ enum BenchCommand {
         /// PNG in and out (default: raw RGB u8).
         #[arg(long)]
         png: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One joint Denoising-as-Adaptation step (forward and backward of both nets, same
+    /// weights, batch and draws) on the CPU and on --device: the worst relative difference of
+    /// the restorer's output, each loss term and each gradient. Exits non-zero above --tolerance.
+    Parity {
+        /// The device to check against the CPU.
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        #[arg(long, default_value = "unet-s")]
+        restorer: String,
+        #[arg(long, default_value = "diffusion-b")]
+        diffusion: String,
+        #[arg(long, default_value_t = 2)]
+        batch: usize,
+        /// Square patch side.
+        #[arg(long, default_value_t = 64)]
+        size: usize,
+        /// Largest relative difference accepted.
+        #[arg(long, default_value_t = 1e-3)]
+        tolerance: f64,
         #[arg(long)]
         json: bool,
     },
@@ -1030,7 +1057,46 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Bench {
+            load:
+                Some(BenchCommand::Parity {
+                    device,
+                    restorer,
+                    diffusion,
+                    batch,
+                    size,
+                    tolerance,
+                    json,
+                }),
+            ..
+        } => {
+            let rows = bench::parity(&device, &restorer, &diffusion, batch, size)?;
+            let worst = rows.iter().map(|r| r.rel).fold(0.0, f64::max);
+            if json {
+                print_json(&serde_json::json!({
+                    "device": device, "restorer": restorer, "diffusion": diffusion,
+                    "batch": batch, "size": size, "tolerance": tolerance,
+                    "worst_rel": worst, "rows": rows,
+                }));
+            } else {
+                println!(
+                    "{device} vs cpu: {restorer} + {diffusion}, batch {batch} of {size}×{size}"
+                );
+                for r in &rows {
+                    println!(
+                        "{:<28} {:>4} tensors  max|Δ| {:.3e}  max|x| {:.3e}  rel {:.3e}",
+                        r.what, r.tensors, r.max_abs_diff, r.max_abs, r.rel
+                    );
+                }
+            }
+            if worst > tolerance {
+                return Err(noiseda::Error::Data(format!(
+                    "{device} differs from the CPU by {worst:.3e} relative (tolerance {tolerance:.0e})"
+                )));
+            }
+        }
+        Command::Bench {
             cases,
+            device,
             warmup,
             runs,
             threads,
@@ -1047,6 +1113,7 @@ fn run(cli: Cli) -> Result<()> {
                 warmup,
                 runs: runs.max(1),
                 threads,
+                device,
             };
             if let Some(case) = child {
                 let t = bench::run_case(bench::Case::parse(&case)?, &opts)?;
