@@ -16,10 +16,24 @@ out="$(realpath -m "$2")"
 device="${DEVICE:-cuda:0}"
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
-lib="$(python3 -c 'import importlib.util, os; s = importlib.util.find_spec("nvidia"); print(os.path.join(list(s.submodule_search_locations)[0], "cu13", "lib") if s else "")' 2>/dev/null)"
-if [ -n "$lib" ] && [ -d "$lib" ]; then
+# The CUDA 13 runtime libraries of PyTorch's wheels (site-packages/nvidia/cu13/lib), unless the
+# system has them; libcuda.so.1 comes from the driver.
+lib="$(python3 - <<'PY' 2>/dev/null
+import glob, importlib.util, os
+spec = importlib.util.find_spec("nvidia")
+for root in (spec.submodule_search_locations if spec else []):
+    hits = glob.glob(os.path.join(root, "*", "lib", "libcublas.so.13")) + glob.glob(
+        os.path.join(root, "*", "lib", "libcublas.so.13*"))
+    if hits:
+        print(os.path.dirname(hits[0]))
+        break
+PY
+)"
+if [ -n "$lib" ]; then
   export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 fi
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+ldd "$bin" | grep -E "cuda|cublas|curand|not found" || true
 export RUST_BACKTRACE=0
 {
   date -u +%FT%TZ

@@ -47,3 +47,53 @@ fn bench_json_report_has_the_documented_fields() {
         "{err}"
     );
 }
+
+#[test]
+fn parity_compares_every_loss_term_and_gradient_and_names_a_missing_device() {
+    let parity = |device: &str| {
+        Command::new(env!("CARGO_BIN_EXE_noiseda"))
+            .args([
+                "bench",
+                "parity",
+                "--device",
+                device,
+                "--restorer",
+                "unet-t",
+            ])
+            .args(["--diffusion", "diffusion-t", "--size", "32", "--json"])
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .unwrap()
+    };
+    // The CPU against itself: every row present, identical.
+    let out = parity("cpu");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let rows = v["rows"].as_array().unwrap();
+    let what: Vec<&str> = rows.iter().map(|r| r["what"].as_str().unwrap()).collect();
+    for want in [
+        "restorer forward",
+        "loss term loss",
+        "loss term l_noise",
+        "loss term hinge",
+        "restorer gradients",
+        "diffusion gradients",
+    ] {
+        assert!(what.contains(&want), "{what:?}");
+    }
+    let grads = rows
+        .iter()
+        .find(|r| r["what"] == "diffusion gradients")
+        .unwrap();
+    assert!(grads["tensors"].as_u64().unwrap() > 100, "{grads}");
+    assert_eq!(v["worst_rel"].as_f64().unwrap(), 0.0);
+    // A device this binary cannot open is named, not replaced by the CPU.
+    let out = parity("cuda:0");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cuda:0"), "{err}");
+}
