@@ -1202,6 +1202,46 @@ mod tests {
     }
 
     #[test]
+    fn a_database_from_before_versioning_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.db");
+        {
+            // What the first released server created: migration 1's tables, no version table.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(SQLITE_MIGRATIONS[0]).unwrap();
+            conn.execute(
+                "INSERT INTO jobs (id, request_id, name, state, device, submitted_spec,
+                    resolved_spec, created_ms, total_steps, last_seq)
+                 VALUES ('old', '', 'n', 4, 'cpu', 's', 'r', 1, 10, 7)",
+                [],
+            )
+            .unwrap();
+        }
+        let store = Store::open(&path).unwrap();
+        let old = store.job("old").unwrap();
+        assert_eq!(
+            (old.state, old.last_seq, old.owner.as_str()),
+            (State::Completed, 7, "")
+        );
+        store.add_points("old", &[]).unwrap();
+        assert_eq!(store.last_point("old").unwrap(), 0);
+        drop(store);
+        // Opening again applies nothing twice.
+        let store = Store::open(&path).unwrap();
+        let versions = store
+            .with(|db| {
+                rows(
+                    db,
+                    "SELECT version FROM schema_migrations ORDER BY version",
+                    &[],
+                    |r| r.int(0),
+                )
+            })
+            .unwrap();
+        assert_eq!(versions, [1, 2]);
+    }
+
+    #[test]
     fn store_urls_parse_and_hide_passwords() {
         let dir = Path::new("/data");
         assert_eq!(
