@@ -16,17 +16,19 @@ out="$(realpath -m "$2")"
 device="${DEVICE:-cuda:0}"
 mkdir -p "$out"
 cd "$(dirname "$0")/.."
-# The CUDA 13 runtime libraries of PyTorch's wheels (site-packages/nvidia/cu13/lib), unless the
-# system has them; libcuda.so.1 comes from the driver.
+# The CUDA 13 runtime libraries (and cuDNN 9, for a FEATURES=cudnn build) of PyTorch's wheels
+# (site-packages/nvidia/{cu13,cudnn}/lib), unless the system has them; libcuda.so.1 comes from
+# the driver.
 lib="$(python3 - <<'PY' 2>/dev/null
 import glob, importlib.util, os
 spec = importlib.util.find_spec("nvidia")
+dirs = []
 for root in (spec.submodule_search_locations if spec else []):
-    hits = glob.glob(os.path.join(root, "*", "lib", "libcublas.so.13")) + glob.glob(
-        os.path.join(root, "*", "lib", "libcublas.so.13*"))
-    if hits:
-        print(os.path.dirname(hits[0]))
-        break
+    for name in ("libcublas.so.13", "libcudnn.so.9"):
+        hits = glob.glob(os.path.join(root, "*", "lib", name))
+        if hits and os.path.dirname(hits[0]) not in dirs:
+            dirs.append(os.path.dirname(hits[0]))
+print(":".join(dirs))
 PY
 )"
 if [ -n "$lib" ]; then

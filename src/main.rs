@@ -1089,8 +1089,8 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             if worst > tolerance {
-                return Err(noiseda::Error::Data(format!(
-                    "{device} differs from the CPU by {worst:.3e} relative (tolerance {tolerance:.0e})"
+                return Err(noiseda::Error::FailedPrecondition(format!(
+                    "parity: {device} differs from the CPU by {worst:.3e} relative (tolerance {tolerance:.0e})"
                 )));
             }
         }

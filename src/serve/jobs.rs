@@ -39,7 +39,8 @@ pub struct ManagerOptions {
     /// This server's name in job leases; a server restarted under the same name takes its
     /// jobs back at once instead of waiting for their leases to run out.
     pub replica_id: String,
-    /// How long a job's lease lasts without renewal (renewed every third of it).
+    /// How long a job's lease lasts without renewal (renewed every quarter of it, at most
+    /// every second).
     pub lease: Duration,
     /// Exported models go to `<model_dir>/<name>/`.
     pub model_dir: PathBuf,
@@ -177,11 +178,6 @@ impl Manager {
 
     pub fn metric_log(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("metrics.jsonl")
-    }
-
-    /// This server's name in job leases.
-    pub fn replica_id(&self) -> &str {
-        &self.opts.replica_id
     }
 
     fn lease_end(&self) -> i64 {
