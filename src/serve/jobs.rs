@@ -52,13 +52,6 @@ pub struct ManagerOptions {
     pub data_roots: Vec<PathBuf>,
 }
 
-/// What a metric stream follows: the newest seq of a job and whether it has ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Live {
-    pub last_seq: u64,
-    pub ended: bool,
-}
-
 /// A job with a thread.
 struct Running {
     device: String,
@@ -72,9 +65,10 @@ struct Running {
 #[derive(Default)]
 struct Inner {
     running: HashMap<String, Running>,
-    /// One per job running here, to wake this server's metric streams at once (streams of
-    /// jobs on other replicas poll the store).
-    live: HashMap<String, watch::Sender<Live>>,
+    /// One per job running here: signalled when new metric points are stored, dropped when
+    /// the job stops here, to wake this server's metric streams at once (streams of jobs on
+    /// other replicas poll the store).
+    live: HashMap<String, watch::Sender<()>>,
 }
 
 /// Which checkpoint an export takes.
@@ -240,8 +234,7 @@ impl Manager {
     /// is written first, so after a crash it may hold points the store missed.
     pub fn backfill_points(&self, id: &str) -> Result<()> {
         let points = train::read_metric_log(&self.metric_log(id))?;
-        let have = self.store.last_point(id)?;
-        if points.last().is_some_and(|p| p.seq > have) || points.len() as u64 > have {
+        if points.last().map_or(0, |p| p.seq) > self.store.last_point(id)? {
             for chunk in points.chunks(500) {
                 self.store.add_points(id, chunk)?;
             }
@@ -468,14 +461,7 @@ impl Manager {
                 fence,
             },
         );
-        inner.live.insert(
-            job.id.clone(),
-            watch::channel(Live {
-                last_seq: job.last_seq,
-                ended: false,
-            })
-            .0,
-        );
+        inner.live.insert(job.id.clone(), watch::channel(()).0);
         tracing::info!(job = %job.id, resume, "starting");
         let id = job.id.clone();
         let spawn = std::thread::Builder::new()
@@ -542,17 +528,19 @@ impl Manager {
             }
             Ok(())
         };
-        // Stores the pending points, then wakes this server's streams of the job.
-        let flush = |pending: &mut Vec<train::MetricPoint>, last_seq: u64| {
-            if !pending.is_empty() && !lost.load(Ordering::Acquire) {
-                report(self.store.add_points(&id, pending));
+        // Stores the pending points (kept for the next flush if the store refuses them, so the
+        // stored seqs have no holes), then wakes this server's streams of the job.
+        let flush = |pending: &mut Vec<train::MetricPoint>| {
+            if pending.is_empty() || lost.load(Ordering::Acquire) {
+                pending.clear();
+                return;
             }
-            pending.clear();
+            match self.store.add_points(&id, pending) {
+                Ok(()) => pending.clear(),
+                Err(e) => report(Err(e)),
+            }
             if let Some(live) = &live {
-                live.send_replace(Live {
-                    last_seq,
-                    ended: false,
-                });
+                live.send_replace(());
             }
         };
         while let Some(event) = events.blocking_recv() {
@@ -589,7 +577,7 @@ impl Manager {
                     pending.extend(points);
                     let write_progress = written.elapsed() >= PROGRESS_EVERY || step == total;
                     if write_progress || flushed.elapsed() >= POINTS_EVERY {
-                        flush(&mut pending, progress.last_seq);
+                        flush(&mut pending);
                         flushed = Instant::now();
                     }
                     if write_progress {
@@ -604,7 +592,7 @@ impl Manager {
                     pruned,
                 } => {
                     self.prom.checkpoint();
-                    flush(&mut pending, progress.last_seq);
+                    flush(&mut pending);
                     let rec = CheckpointRecord {
                         step,
                         path: dir,
@@ -618,7 +606,7 @@ impl Manager {
                 }
             }
         }
-        flush(&mut pending, progress.last_seq);
+        flush(&mut pending);
         let result = done.recv().unwrap_or_else(|_| {
             Err(Error::InvalidArgument(
                 "the training thread ended without a result".into(),
@@ -645,12 +633,6 @@ impl Manager {
             drop(inner);
             self.record_end(&id, state, error.as_deref());
             inner = self.inner();
-            if let Some(live) = inner.live.remove(&id) {
-                live.send_replace(Live {
-                    last_seq: progress.last_seq,
-                    ended: true,
-                });
-            }
         } else if lost.load(Ordering::Acquire) {
             tracing::warn!(job = %id, step = progress.step, "stopped a job whose lease ran out or was taken");
         } else {
@@ -659,6 +641,7 @@ impl Manager {
             report(self.store.release(&id, &owner));
         }
         inner.running.remove(&id);
+        // Dropping the sender wakes the streams, which then read how the job ended.
         inner.live.remove(&id);
         drop(inner);
         self.ended.notify_all();
@@ -731,7 +714,7 @@ impl Manager {
     }
 
     /// A receiver of the live state of a job running on this server.
-    pub fn follow(&self, id: &str) -> Option<watch::Receiver<Live>> {
+    pub fn follow(&self, id: &str) -> Option<watch::Receiver<()>> {
         self.inner().live.get(id).map(|s| s.subscribe())
     }
 

@@ -142,11 +142,12 @@ impl StoreUrl {
     pub fn redacted(&self) -> String {
         match self {
             StoreUrl::Sqlite(p) => format!("sqlite:{}", p.display()),
+            // scheme://user:password@host… → scheme://user:***@host…
             StoreUrl::Postgres(url) => match url.split_once('@') {
                 Some((creds, rest)) => {
-                    let user = creds.rsplit_once(':').map_or(creds, |(u, _)| u);
-                    let user = if user.contains("//") { user } else { creds };
-                    format!("{user}:***@{rest}")
+                    let (scheme, userinfo) = creds.split_once("://").unwrap_or(("", creds));
+                    let user = userinfo.split(':').next().unwrap_or("");
+                    format!("{scheme}://{user}:***@{rest}")
                 }
                 None => url.clone(),
             },
@@ -568,14 +569,6 @@ fn insert_checkpoint(db: &mut dyn Db, id: &str, c: &CheckpointRecord) -> Result<
     Ok(())
 }
 
-fn state_list(states: &[State]) -> String {
-    states
-        .iter()
-        .map(|s| (*s as i32).to_string())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
 /// A job whose lease ran out, as taken over by [`Store::take_over`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum TakenOver {
@@ -589,7 +582,6 @@ pub enum TakenOver {
 
 /// Which rows a state change applies to.
 enum Cond<'a> {
-    Any,
     State(State),
     Owner(&'a str),
 }
@@ -792,18 +784,6 @@ impl Store {
         Ok((page.into_iter().map(|(_, j)| j).collect(), next))
     }
 
-    /// Jobs in any of `states`, oldest first.
-    pub fn in_states(&self, states: &[State]) -> Result<Vec<JobRecord>> {
-        self.with(|db| {
-            let sql = format!(
-                "SELECT {COLUMNS} FROM jobs WHERE state IN ({}) ORDER BY {} ASC",
-                state_list(states),
-                db.order()
-            );
-            rows(db, &sql, &[], job_row)
-        })
-    }
-
     /// Number of jobs in each state.
     pub fn counts(&self) -> Result<BTreeMap<i32, u64>> {
         let rows = self.with(|db| {
@@ -817,20 +797,15 @@ impl Store {
         Ok(rows.into_iter().collect())
     }
 
-    /// Moves a job to `state`; `error` replaces the last error when given. Entering RUNNING
+    /// Moves a job from `from` to `to`; returns whether it was in `from`. Entering RUNNING
     /// sets the start time once; a terminal state sets the finish time and drops the lease.
-    pub fn set_state(&self, id: &str, state: State, error: Option<&str>) -> Result<()> {
-        self.set_state_if(id, state, error, Cond::Any)?;
-        Ok(())
-    }
-
-    /// [`Store::set_state`] only while the job is in `from`; returns whether it was.
     pub fn transition(&self, id: &str, from: State, to: State) -> Result<bool> {
         self.set_state_if(id, to, None, Cond::State(from))
     }
 
-    /// [`Store::set_state`] only while `owner` holds the job's lease; returns whether it did
-    /// (false: the lease went to another replica, which now owns the job's record).
+    /// Moves a job to `state` (`error` replaces the last error when given) only while `owner`
+    /// holds its lease; returns whether it did (false: the lease went to another replica,
+    /// which now owns the job's record).
     pub fn finish(&self, id: &str, owner: &str, state: State, error: Option<&str>) -> Result<bool> {
         self.set_state_if(id, state, error, Cond::Owner(owner))
     }
@@ -859,7 +834,6 @@ impl Store {
             _ => sets.push("finished_ms = NULL"),
         }
         let cond = match cond {
-            Cond::Any => "1 = 1".to_string(),
             Cond::State(s) => format!("state = {}", s as i32),
             Cond::Owner(o) => {
                 params.push(Val::Text(o));
@@ -1280,8 +1254,11 @@ mod tests {
         assert_eq!(page[0].id, "a");
         assert_eq!(next, None);
 
-        store.set_state("c", State::Running, None).unwrap();
-        store.set_state("d", State::Failed, Some("boom")).unwrap();
+        assert!(store
+            .transition("c", State::Queued, State::Running)
+            .unwrap());
+        // A job no replica holds has owner "".
+        assert!(store.finish("d", "", State::Failed, Some("boom")).unwrap());
         let d = store.job("d").unwrap();
         assert_eq!((d.state, d.last_error.as_str()), (State::Failed, "boom"));
         assert!(d.finished_ms.is_some() && d.started_ms.is_none());
@@ -1389,6 +1366,6 @@ mod tests {
         drop(store);
         let store = Store::open(&dir.path().join("jobs.db")).unwrap();
         assert_eq!(store.job("c").unwrap().state, State::Running);
-        assert_eq!(store.in_states(&[State::Running]).unwrap().len(), 1);
+        assert_eq!(store.counts().unwrap()[&(State::Running as i32)], 1);
     }
 }

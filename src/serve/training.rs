@@ -314,7 +314,7 @@ async fn follow(
     mut shutdown: watch::Receiver<bool>,
     tx: mpsc::Sender<Result<pb::MetricPoint, Status>>,
 ) {
-    let mut live: Option<watch::Receiver<crate::serve::jobs::Live>> = None;
+    let mut live: Option<watch::Receiver<()>> = None;
     loop {
         let (m, job_id, subscribe) = (manager.clone(), id.clone(), live.is_none());
         let read = tokio::task::spawn_blocking(move || {
