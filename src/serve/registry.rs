@@ -83,17 +83,8 @@ impl Registry {
     /// first becomes the default unless `default` names one). Unloadable ones are logged and
     /// skipped. Returns the names loaded.
     pub fn load_all(&self, default: Option<&str>) -> Result<Vec<String>> {
-        let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&self.model_dir) {
-            Ok(rd) => rd
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.join(artifact::MANIFEST_FILE).is_file())
-                .collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
-            Err(e) => return Err(Error::io(&self.model_dir, e)),
-        };
-        dirs.sort();
         let mut loaded = Vec::new();
-        for dir in dirs {
+        for dir in self.artifact_dirs()? {
             let name = dir_name(&dir);
             match self.load(&dir, &name, "", default == Some(name.as_str())) {
                 Ok(s) => loaded.push(s.name.clone()),
@@ -111,17 +102,26 @@ impl Registry {
         Ok(loaded)
     }
 
+    /// The directories directly under the model directory that hold a manifest, by name.
+    fn artifact_dirs(&self) -> Result<Vec<PathBuf>> {
+        let mut dirs: Vec<PathBuf> = match std::fs::read_dir(&self.model_dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.join(artifact::MANIFEST_FILE).is_file())
+                .collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(Error::io(&self.model_dir, e)),
+        };
+        dirs.sort();
+        Ok(dirs)
+    }
+
     /// Loads the artifact directories of the model directory that are not loaded yet (by
     /// name): models exported by a training server, possibly another machine's, on a shared
     /// volume. Returns the names loaded.
     pub fn load_new(&self) -> Result<Vec<String>> {
-        let dirs: Vec<PathBuf> = match std::fs::read_dir(&self.model_dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(Error::io(&self.model_dir, e)),
-        };
         let mut loaded = Vec::new();
-        for dir in dirs {
+        for dir in self.artifact_dirs()? {
             let name = dir_name(&dir);
             let Ok(modified) = dir
                 .join(artifact::MANIFEST_FILE)

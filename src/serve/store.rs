@@ -469,12 +469,7 @@ const COLUMNS: &str = "id, request_id, name, state, device, submitted_spec, reso
     created_ms, started_ms, finished_ms, last_error, step, total_steps, steps_per_second, \
     last_seq, restarts, metrics, owner, lease_until_ms";
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::train::unix_ms as now_ms;
 
 fn metrics_json(m: &BTreeMap<String, f64>) -> String {
     serde_json::to_string(m).expect("a metric map serialises. This is a bug.")

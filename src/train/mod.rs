@@ -165,13 +165,6 @@ impl Control {
     }
 }
 
-fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl std::fmt::Debug for Control {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Control")
@@ -287,6 +280,14 @@ impl Model {
             .filter_map(|(n, t)| n.strip_prefix(&prefix).map(|s| (s.to_string(), t)))
             .collect()
     }
+}
+
+/// Milliseconds since the Unix epoch (the clock of metric walls, job records and leases).
+pub fn unix_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn unix_now() -> u64 {
