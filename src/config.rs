@@ -241,6 +241,27 @@ pub struct RestorerSpec {
     pub layers: Option<usize>,
     /// DnCNN feature channels.
     pub features: Option<usize>,
+    /// `kaiming` (the official init, the default) or `identity`: the same init with the last
+    /// conv zeroed, so the residual restorer starts as the identity `y = x`.
+    #[serde(default, skip_serializing_if = "RestorerInit::is_default")]
+    pub init: RestorerInit,
+}
+
+/// How the restorer's weights start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestorerInit {
+    /// Kaiming-normal on every conv, zero biases (official `core/base_network.py`).
+    #[default]
+    Kaiming,
+    /// Kaiming, then the head (last conv) zeroed: R(x) = 0 at step 0.
+    Identity,
+}
+
+impl RestorerInit {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 impl RestorerSpec {
@@ -381,6 +402,9 @@ pub enum Degradation {
     /// Realistic camera noise: Poisson–Gaussian raw noise, Bayer demosaic, gamma, JPEG
     /// (`shot`, `read`, `jpeg` ranges; see `data::camera`).
     Camera(crate::data::camera::CameraNoise),
+    /// A camera pipeline with its parameters drawn per image: unprocess to raw, shot and read
+    /// noise, demosaic, white balance, colour correction, tone curve, JPEG (see `data::isp`).
+    Isp(crate::data::isp::IspNoise),
     /// Rain streaks of random angle, length, density, blur and brightness (see `data::rain`).
     Rain(crate::data::rain::RainStreaks),
     /// Motion blur along random trajectories or defocus discs, plus mild noise (see
@@ -389,6 +413,27 @@ pub enum Degradation {
 }
 
 impl Degradation {
+    /// Parses a recipe written as an inline TOML table (`{ kind = "isp", jpeg = [80, 95] }`)
+    /// and checks its ranges.
+    pub fn from_inline_toml(text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Holder {
+            degradation: Degradation,
+        }
+        let holder: Holder = toml::from_str(&format!("degradation = {text}"))
+            .map_err(|e| Error::config("degradation", e.message().to_string()))?;
+        let check = |r: std::result::Result<(), (&'static str, String)>| {
+            r.map_err(|(k, m)| Error::config(format!("degradation.{k}"), m))
+        };
+        match &holder.degradation {
+            Degradation::Isp(i) => check(i.validate())?,
+            Degradation::Rain(r) => check(r.validate())?,
+            Degradation::Blur(b) => check(b.validate())?,
+            _ => {}
+        }
+        Ok(holder.degradation)
+    }
+
     /// Pixels of context a degradation reads beyond each side of the patch (blur kernels);
     /// the loader crops that much more and trims it after degrading.
     pub fn margin(&self) -> usize {
@@ -513,6 +558,55 @@ pub struct OptimizerSpec {
     pub weight_decay: f64,
     /// Learning rate of the diffusion network (default: `lr`).
     pub diffusion_lr: Option<f64>,
+    /// `constant` (the official code: no scheduler) or `cosine` (half-cosine decay from the
+    /// lr to `min_lr` × lr at the last step). Applies to both networks' rates.
+    #[serde(default, skip_serializing_if = "LrSchedule::is_default")]
+    pub schedule: LrSchedule,
+    /// Steps of linear warm-up from lr/warmup to the lr (0 = none), before the schedule.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub warmup_steps: u64,
+    /// Final learning rate of the cosine schedule, as a fraction of `lr`.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub min_lr: f64,
+}
+
+/// The learning-rate schedule over a run's `steps`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    #[default]
+    Constant,
+    Cosine,
+}
+
+impl LrSchedule {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+fn is_zero_u64(v: &u64) -> bool {
+    *v == 0
+}
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
+}
+
+impl OptimizerSpec {
+    /// The factor on the learning rates at (1-based) `step` of a `total`-step run.
+    pub fn lr_factor(&self, step: u64, total: u64) -> f64 {
+        if step <= self.warmup_steps {
+            return step as f64 / self.warmup_steps as f64;
+        }
+        match self.schedule {
+            LrSchedule::Constant => 1.0,
+            LrSchedule::Cosine => {
+                let span = total.saturating_sub(self.warmup_steps).max(1) as f64;
+                let p = ((step - self.warmup_steps) as f64 / span).min(1.0);
+                self.min_lr + (1.0 - self.min_lr) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos())
+            }
+        }
+    }
 }
 
 fn default_lr() -> f64 {
@@ -534,6 +628,9 @@ impl Default for OptimizerSpec {
             eps: default_adam_eps(),
             weight_decay: 0.0,
             diffusion_lr: None,
+            schedule: LrSchedule::Constant,
+            warmup_steps: 0,
+            min_lr: 0.0,
         }
     }
 }
@@ -825,6 +922,11 @@ impl JobSpec {
                         ));
                     }
                 }
+                Some(Degradation::Isp(i)) => {
+                    if let Err((k, m)) = i.validate() {
+                        bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
+                    }
+                }
                 Some(Degradation::Rain(r)) => {
                     if let Err((k, m)) = r.validate() {
                         bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
@@ -943,6 +1045,21 @@ impl JobSpec {
         if !o.eps.is_finite() || o.eps <= 0.0 {
             bad.push(Error::config("optimizer.eps", "must be > 0"));
         }
+        if !(0.0..=1.0).contains(&o.min_lr) {
+            bad.push(Error::config(
+                "optimizer.min_lr",
+                format!("must be a fraction of lr in [0, 1], got {}", o.min_lr),
+            ));
+        }
+        if o.warmup_steps >= self.steps.max(1) {
+            bad.push(Error::config(
+                "optimizer.warmup_steps",
+                format!(
+                    "must be below steps ({}), got {}",
+                    self.steps, o.warmup_steps
+                ),
+            ));
+        }
         if !o.weight_decay.is_finite() || o.weight_decay < 0.0 {
             bad.push(Error::config("optimizer.weight_decay", "must be >= 0"));
         }
@@ -996,6 +1113,31 @@ degradation = { kind = "awgn", sigma = [0, 50] }
         assert_eq!(spec.device, "cpu");
         // Round trip through TOML keeps every field.
         assert_eq!(JobSpec::from_toml(&spec.to_toml()).unwrap(), spec);
+    }
+
+    #[test]
+    fn lr_schedule_warms_up_then_decays() {
+        let o = OptimizerSpec {
+            schedule: LrSchedule::Cosine,
+            warmup_steps: 10,
+            min_lr: 0.1,
+            ..OptimizerSpec::default()
+        };
+        assert!((o.lr_factor(1, 110) - 0.1).abs() < 1e-12);
+        assert!((o.lr_factor(10, 110) - 1.0).abs() < 1e-12);
+        assert!((o.lr_factor(60, 110) - 0.55).abs() < 1e-12); // half-way: (1 + 0.1) / 2
+        assert!((o.lr_factor(110, 110) - 0.1).abs() < 1e-12);
+        let f: Vec<f64> = (10..=110).map(|s| o.lr_factor(s, 110)).collect();
+        assert!(f.windows(2).all(|w| w[1] <= w[0]), "cosine must not rise");
+        // The official default: constant, no warm-up, nothing serialised.
+        let d = OptimizerSpec::default();
+        assert!((1..=50).all(|s| d.lr_factor(s, 50) == 1.0));
+        let spec = JobSpec::from_toml(MINIMAL).unwrap();
+        let toml = spec.to_toml();
+        assert!(
+            !toml.contains("schedule") && !toml.contains("init"),
+            "defaults must not appear: {toml}"
+        );
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::artifact::LoadedModel;
 use crate::config::{JobSpec, Method};
 use crate::data::camera::CameraNoise;
 use crate::data::loader::step_rng;
@@ -135,6 +136,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let mut input = None;
     let mut runs = Vec::new();
+    let mut models = Vec::new();
     for method in [Method::Vanilla, Method::NoiseDa] {
         let spec = spec(&data, method, steps)?;
         let run_dir = out.join(&spec.name);
@@ -186,6 +188,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
                 .then_some(summary.seconds_per_step),
             artifact: summary.artifact.clone(),
         });
+        models.push((spec.name.clone(), model));
     }
     let input = input.expect("two methods ran");
     crate::plot::training_curves(
@@ -193,6 +196,36 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
         Some(("noisy input", input.psnr)),
         &out.join("curves.png"),
     )?;
+    crop_strip(&data, &models, &out.join("crops.png"))?;
     rows.insert(0, input);
     Ok(rows)
+}
+
+/// The first validation photo's centre, 128×128 at 2×: noisy | each restorer | ground truth.
+fn crop_strip(data: &DemoData, models: &[(String, LoadedModel)], out: &Path) -> Result<()> {
+    let first = crate::data::list_images(&data.val_lq)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Data(format!("{} is empty", data.val_lq.display())))?;
+    let name = first.file_name().unwrap_or_default();
+    let lq = crate::data::load_rgb(&first)?;
+    let gt = crate::data::load_rgb(&data.val_gt.join(name))?;
+    let mut restored = Vec::new();
+    for (label, m) in models {
+        let img = crate::infer::restore_image(
+            &m.net,
+            m.manifest.range,
+            &Image::from_rgb8(&lq),
+            &m.device,
+            None,
+        )?;
+        restored.push((label.clone(), img.to_rgb8()));
+    }
+    let side = 128.min(lq.width()).min(lq.height());
+    let at = ((lq.width() - side) / 2, (lq.height() - side) / 2);
+    let mut tiles = vec![("noisy input".to_string(), &lq)];
+    tiles.extend(restored.iter().map(|(l, i)| (l.clone(), i)));
+    tiles.push(("ground truth".to_string(), &gt));
+    crate::plot::crop_strip(&tiles, at, side, 2, out)?;
+    Ok(())
 }

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::artifact::LoadedModel;
+use crate::config::Degradation;
 use crate::data::augment::add_gaussian;
 use crate::data::loader::step_rng;
 use crate::data::{CleanFolder, Image, PairedFolder};
@@ -26,12 +27,14 @@ pub enum EvalData {
 }
 
 /// A fixed evaluation degradation, parsed from `awgn:SIGMA` (σ in 0–255 units, unclipped),
-/// `camera`, `rain` or `blur`.
+/// `camera`, `isp`, `rain` or `blur`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Degrade {
     Awgn(f32),
     /// The camera-noise pipeline with its default ranges.
     Camera,
+    /// The unprocess/process camera pipeline (`data::isp`) with its default ranges.
+    Isp,
     /// Rain streaks with the default recipe.
     Rain,
     /// Motion or defocus blur with the default recipe.
@@ -43,11 +46,12 @@ impl std::str::FromStr for Degrade {
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
             Error::InvalidArgument(format!(
-                "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25), camera, rain or blur"
+                "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25), camera, isp, rain or blur"
             ))
         };
         match s {
             "camera" => return Ok(Self::Camera),
+            "isp" => return Ok(Self::Isp),
             "rain" => return Ok(Self::Rain),
             "blur" => return Ok(Self::Blur),
             _ => {}
@@ -67,11 +71,25 @@ impl std::str::FromStr for Degrade {
 }
 
 impl Degrade {
+    /// The training recipe this fixed degradation draws from (AWGN: a one-value σ range).
+    pub fn recipe(self) -> Degradation {
+        match self {
+            Degrade::Awgn(sigma) => Degradation::Awgn {
+                sigma: [sigma, sigma],
+            },
+            Degrade::Camera => Degradation::Camera(Default::default()),
+            Degrade::Isp => Degradation::Isp(Default::default()),
+            Degrade::Rain => Degradation::Rain(Default::default()),
+            Degrade::Blur => Degradation::Blur(Default::default()),
+        }
+    }
+
     /// Degrades `img` in place with draws from `rng`.
     pub fn apply(self, rng: &mut impl rand::Rng, img: &mut Image) {
         match self {
             Degrade::Awgn(sigma) => add_gaussian(rng, img, sigma / 255.0),
             Degrade::Camera => *img = crate::data::camera::CameraNoise::default().apply(rng, img),
+            Degrade::Isp => *img = crate::data::isp::IspNoise::default().apply(rng, img),
             Degrade::Rain => *img = crate::data::rain::RainStreaks::default().apply(rng, img),
             Degrade::Blur => *img = crate::data::blur::BlurKernels::default().apply(rng, img),
         }
@@ -96,6 +114,12 @@ pub struct ImageScore {
     pub ssim: f64,
     pub input_psnr: f64,
     pub input_ssim: f64,
+    /// PSNR after removing the output's mean error per channel (the colour cast).
+    pub psnr_debiased: f64,
+    /// Mean error (output − target) per RGB channel, 0–255 units.
+    pub bias: [f64; 3],
+    /// Mean error (input − target) per RGB channel, 0–255 units.
+    pub input_bias: [f64; 3],
 }
 
 /// Means over all images; `input_*` score the degraded inputs against the targets.
@@ -108,6 +132,15 @@ pub struct EvalReport {
     pub ssim: f64,
     pub input_psnr: f64,
     pub input_ssim: f64,
+    pub psnr_debiased: f64,
+    pub input_psnr_debiased: f64,
+    /// Mean over images and channels of |output − target mean error| (0–255 units).
+    pub abs_bias: f64,
+    /// The same for the inputs: a cast the degraded images already carry.
+    pub input_abs_bias: f64,
+    /// Mean over images and channels of |output bias − input bias|: the cast the restorer
+    /// itself adds (0 for a restorer that keeps every image's mean colour).
+    pub added_abs_bias: f64,
     pub seconds: f64,
     pub per_image: Vec<ImageScore>,
 }
@@ -181,12 +214,16 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
         )?;
         let (psnr, ssim) = score(&out, gt, opts.channel, name)?;
         let (input_psnr, input_ssim) = score(lq, gt, opts.channel, name)?;
+        let e = |e: metrics::MetricError| Error::Data(format!("{name}: {e}"));
         per_image.push(ImageScore {
             name: name.clone(),
             psnr,
             ssim,
             input_psnr,
             input_ssim,
+            psnr_debiased: metrics::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?,
+            bias: metrics::mean_error(out.as_metric(), gt.as_metric()).map_err(e)?,
+            input_bias: metrics::mean_error(lq.as_metric(), gt.as_metric()).map_err(e)?,
         });
         bar.inc(1);
     }
@@ -201,6 +238,25 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
         ssim: mean(|s| s.ssim),
         input_psnr: mean(|s| s.input_psnr),
         input_ssim: mean(|s| s.input_ssim),
+        psnr_debiased: mean(|s| s.psnr_debiased),
+        input_psnr_debiased: {
+            let mut sum = 0.0;
+            for (name, lq, gt) in &items {
+                sum += metrics::psnr_debiased(lq.as_metric(), gt.as_metric())
+                    .map_err(|e| Error::Data(format!("{name}: {e}")))?;
+            }
+            sum / n
+        },
+        abs_bias: mean(|s| s.bias.iter().map(|v| v.abs()).sum::<f64>() / 3.0),
+        input_abs_bias: mean(|s| s.input_bias.iter().map(|v| v.abs()).sum::<f64>() / 3.0),
+        added_abs_bias: mean(|s| {
+            s.bias
+                .iter()
+                .zip(&s.input_bias)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>()
+                / 3.0
+        }),
         seconds: started.elapsed().as_secs_f64(),
         per_image,
     })

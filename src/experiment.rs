@@ -38,6 +38,110 @@ pub struct ExperimentSpec {
     /// Extra arms: a name and the spec keys they set on top of `base`.
     #[serde(default, rename = "arm")]
     pub custom: Vec<CustomArm>,
+    /// Classical baselines scored on the same validation pairs (`scripts/baselines.py`).
+    pub baselines: Option<BaselineSpec>,
+}
+
+/// The `[baselines]` section: which classical denoisers to add to the table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BaselineSpec {
+    /// Methods of `scripts/baselines.py` (`cbm3d`, `tv`, `nlm`).
+    #[serde(default = "default_baselines")]
+    pub methods: Vec<String>,
+    /// The script (relative paths resolve from the working directory).
+    #[serde(default = "default_baseline_script")]
+    pub script: PathBuf,
+    /// Python interpreter.
+    #[serde(default = "default_python")]
+    pub python: String,
+    /// Cross-fitting folds for the parameter choice (see the script); 0 = its first grid value.
+    #[serde(default = "default_folds")]
+    pub folds: usize,
+}
+
+fn default_baselines() -> Vec<String> {
+    vec!["cbm3d".into(), "tv".into(), "nlm".into()]
+}
+fn default_baseline_script() -> PathBuf {
+    PathBuf::from("scripts/baselines.py")
+}
+fn default_python() -> String {
+    "python3".into()
+}
+fn default_folds() -> usize {
+    2
+}
+
+/// One classical baseline's row, as `scripts/baselines.py --json` reports it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BaselineRow {
+    pub method: String,
+    pub label: String,
+    pub psnr: f64,
+    pub ssim: f64,
+    pub params: Vec<serde_json::Value>,
+    pub selection: String,
+}
+
+/// Runs the baseline script on the validation pairs once (its rows are kept in
+/// `<out>/baselines.json` and reused while the methods stay the same).
+fn baselines(b: &BaselineSpec, lq: &Path, gt: &Path, out: &Path) -> Result<Vec<BaselineRow>> {
+    let cache = out.join("baselines.json");
+    if let Ok(text) = std::fs::read_to_string(&cache) {
+        if let Ok(rows) = serde_json::from_str::<Vec<BaselineRow>>(&text) {
+            if rows.iter().map(|r| &r.method).eq(b.methods.iter()) {
+                return Ok(rows);
+            }
+        }
+    }
+    eprintln!(
+        "baselines {} on {} (scripts/baselines.py; CBM3D takes about a minute per 512x512 image)",
+        b.methods.join(", "),
+        lq.display()
+    );
+    let mut cmd = std::process::Command::new(&b.python);
+    cmd.arg(&b.script)
+        .arg("--noisy")
+        .arg(lq)
+        .arg("--gt")
+        .arg(gt)
+        .arg("--methods")
+        .arg(b.methods.join(","))
+        .arg("--json");
+    if b.folds == 0 {
+        cmd.arg("--fixed");
+    } else {
+        cmd.arg("--folds").arg(b.folds.to_string());
+    }
+    let run = cmd.output().map_err(|e| {
+        Error::InvalidArgument(format!(
+            "[baselines]: cannot run {} {}: {e}",
+            b.python,
+            b.script.display()
+        ))
+    })?;
+    if !run.status.success() {
+        return Err(Error::InvalidArgument(format!(
+            "[baselines]: {} failed ({}): {}",
+            b.script.display(),
+            run.status,
+            String::from_utf8_lossy(&run.stderr).trim()
+        )));
+    }
+    #[derive(Deserialize)]
+    struct ScriptReport {
+        rows: Vec<BaselineRow>,
+    }
+    let report: ScriptReport = serde_json::from_slice(&run.stdout).map_err(|e| {
+        Error::InvalidArgument(format!("[baselines]: unreadable script output: {e}"))
+    })?;
+    std::fs::write(
+        &cache,
+        serde_json::to_vec_pretty(&report.rows).expect("rows serialise"),
+    )
+    .map_err(|e| Error::io(&cache, e))?;
+    Ok(report.rows)
 }
 
 fn default_seeds() -> Vec<u64> {
@@ -147,7 +251,12 @@ pub fn standard_arms() -> Vec<Arm> {
 fn merge(base: &mut toml::Table, over: &toml::Table) {
     for (k, v) in over {
         match (base.get_mut(k), v) {
-            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            // A tagged table of another `kind` (a degradation recipe) replaces the old one.
+            (Some(toml::Value::Table(b)), toml::Value::Table(o))
+                if o.get("kind").is_none_or(|kind| b.get("kind") == Some(kind)) =>
+            {
+                merge(b, o)
+            }
             _ => {
                 base.insert(k.clone(), v.clone());
             }
@@ -167,6 +276,9 @@ pub struct RunResult {
     pub steps: u64,
     /// (step, validation PSNR) during training.
     pub val_curve: Vec<(u64, f64)>,
+    /// Validation images whose restored PSNR is below the noisy input's.
+    #[serde(default)]
+    pub below_input: Vec<String>,
 }
 
 /// Mean and sample standard deviation.
@@ -211,6 +323,8 @@ pub struct Report {
     pub val_images: usize,
     pub input: BTreeMap<String, f64>,
     pub arms: Vec<ArmSummary>,
+    /// Classical baselines on the same pairs (the `[baselines]` section).
+    pub baselines: Vec<BaselineRow>,
     pub runs: Vec<RunResult>,
     pub minutes: f64,
 }
@@ -452,12 +566,23 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
         .iter()
         .map(|p| (Image::from_rgb8(&p.lq), Image::from_rgb8(&p.gt)))
         .collect();
-    let input = mean3(
-        &val_images
-            .iter()
-            .map(|(lq, gt)| scores(lq, gt))
-            .collect::<Result<Vec<_>>>()?,
-    );
+    let input_per_image = val_images
+        .iter()
+        .map(|(lq, gt)| scores(lq, gt))
+        .collect::<Result<Vec<_>>>()?;
+    let input = mean3(&input_per_image);
+    let baseline_rows = match &exp.baselines {
+        None => Vec::new(),
+        Some(b) => match (&val_spec.lq, &val_spec.gt) {
+            (Some(lq), Some(gt)) => baselines(b, lq, gt, out)?,
+            _ => {
+                return Err(Error::config(
+                    "baselines",
+                    "needs validation pairs given as `lq` and `gt` folders",
+                ))
+            }
+        },
+    };
 
     // The runs, one after another; finished ones are read back.
     let mut runs = Vec::new();
@@ -506,6 +631,13 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
             })
             .collect::<Result<Vec<_>>>()?;
         let [psnr, psnr_debiased, ssim] = mean3(&per_image);
+        let below_input = per_image
+            .iter()
+            .zip(&input_per_image)
+            .zip(&val.pairs)
+            .filter(|((o, i), _)| o[0] < i[0])
+            .map(|(_, p)| p.name.clone())
+            .collect();
         let val_curve = train::read_metric_log(&dir.join("metrics.jsonl"))?
             .into_iter()
             .filter(|p| p.split == "val" && p.series == "psnr")
@@ -520,6 +652,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
             seconds_per_step: summary.seconds_per_step,
             steps: spec.steps,
             val_curve,
+            below_input,
         };
         let json = serde_json::to_vec_pretty(&r).expect("a result serialises");
         std::fs::write(&result_file, json).map_err(|e| Error::io(&result_file, e))?;
@@ -566,6 +699,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
             ("ssim".to_string(), input[2]),
         ]),
         arms: summaries,
+        baselines: baseline_rows,
         runs,
         minutes: t0.elapsed().as_secs_f64() / 60.0,
     };
@@ -591,6 +725,35 @@ pub fn markdown(r: &Report) -> String {
          | noisy input | — | {:.3} | {:.3} | {:.4} | | | |\n",
         r.name, r.steps, r.seeds, r.val_images, r.input["psnr"], r.input["psnr_debiased"], r.input["ssim"]
     );
+    for b in &r.baselines {
+        let params: Vec<String> = b
+            .params
+            .iter()
+            .filter(|p| !p.is_null())
+            .map(|p| p.to_string())
+            .collect();
+        out += &format!(
+            "| {} | baseline{}{} | {:.3} | | {:.4} | {} | | |\n",
+            b.method,
+            if params.is_empty() {
+                String::new()
+            } else {
+                format!(" {}", params.join("; "))
+            },
+            if b.selection.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", b.selection)
+            },
+            b.psnr,
+            b.ssim,
+            r.arms
+                .iter()
+                .find(|a| a.arm == "vanilla")
+                .map(|v| format!("{:+.3}", b.psnr - v.psnr.mean))
+                .unwrap_or_default(),
+        );
+    }
     for a in &r.arms {
         out += &format!(
             "| {} | {} | {} | {} | {} | {} | {} | {:.2} |\n",
@@ -606,6 +769,59 @@ pub fn markdown(r: &Report) -> String {
             a.seconds_per_step
         );
     }
+    // Paired by seed: each arm minus vanilla with the same seed.
+    let vanilla: BTreeMap<u64, f64> = r
+        .runs
+        .iter()
+        .filter(|x| x.arm == "vanilla")
+        .map(|x| (x.seed, x.psnr))
+        .collect();
+    if !vanilla.is_empty() && r.arms.len() > 1 {
+        out += "\nPaired by seed (PSNR minus vanilla's with the same seed):\n\n| arm |";
+        for s in &r.seeds {
+            out += &format!(" seed {s} |");
+        }
+        out += " mean ± std |\n|---|";
+        out += &"---|".repeat(r.seeds.len() + 1);
+        out += "\n";
+        for a in r.arms.iter().filter(|a| a.arm != "vanilla") {
+            let mut d = Vec::new();
+            out += &format!("| {} |", a.arm);
+            for s in &r.seeds {
+                let run = r.runs.iter().find(|x| x.arm == a.arm && x.seed == *s);
+                match (run, vanilla.get(s)) {
+                    (Some(x), Some(v)) => {
+                        d.push(x.psnr - v);
+                        out += &format!(" {:+.3} |", x.psnr - v);
+                    }
+                    _ => out += " |",
+                }
+            }
+            out += &format!(
+                " {} |\n",
+                if d.is_empty() {
+                    String::new()
+                } else {
+                    pm(stat(&d), 3)
+                }
+            );
+        }
+    }
+    // Images where a run is below the noisy input.
+    let below: Vec<String> = r
+        .runs
+        .iter()
+        .filter(|x| !x.below_input.is_empty())
+        .map(|x| format!("{} seed {}: {}", x.arm, x.seed, x.below_input.join(", ")))
+        .collect();
+    out += &format!(
+        "\nBelow the noisy input (restored PSNR < input PSNR) on: {}\n",
+        if below.is_empty() {
+            "no image, in any run".to_string()
+        } else {
+            below.join("; ")
+        }
+    );
     out += "\nPSNR and SSIM over RGB (per image, then mean); de-biased PSNR removes each restored \
             image's mean per-channel error first, so a global colour cast shows as the gap between \
             the two. ± is the standard deviation over seeds.\n";

@@ -116,13 +116,27 @@ enum Command {
     /// Degrade a clean image with a built-in recipe (preview a training degradation, or make
     /// synthetic test pairs). The output is 8-bit, so AWGN is clipped there.
     Degrade {
+        /// A clean image, or a folder of them.
         input: PathBuf,
+        /// The degraded image (one input, one copy), else a folder.
         output: PathBuf,
-        /// awgn:SIGMA (0–255 units), camera, rain or blur (default recipes).
+        /// awgn:SIGMA (0–255 units), camera, isp, rain or blur (default recipes).
+        #[arg(long, conflicts_with_all = ["spec", "recipe"])]
+        kind: Option<Degrade>,
+        /// Use the `data.synthetic.degradation` of this job spec (TOML or JSON).
+        #[arg(long, conflicts_with = "recipe")]
+        spec: Option<PathBuf>,
+        /// A recipe as an inline TOML table, e.g. '{ kind = "isp", shot = [1e-4, 2e-3] }'.
         #[arg(long)]
-        kind: Degrade,
+        recipe: Option<String>,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Degraded versions per input image (each draws its own parameters).
+        #[arg(long, default_value_t = 1)]
+        copies: usize,
+        /// Print what was written (and each image's drawn parameters) as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Draw the training curves (loss, diffusion MSEs, validation PSNR) of one or more run
     /// directories into one PNG.
@@ -846,14 +860,24 @@ fn run(cli: Cli) -> Result<()> {
                 print_json(&report);
             } else {
                 for s in &report.per_image {
+                    let [r, g, b] = s.bias;
                     println!(
-                        "{:<48} {:7.3} dB {:.4}   (input {:7.3} dB {:.4})",
-                        s.name, s.psnr, s.ssim, s.input_psnr, s.input_ssim
+                        "{:<48} {:7.3} dB {:.4}   (input {:7.3} dB {:.4})   mean error RGB {r:+.2} {g:+.2} {b:+.2} (input {:+.2} {:+.2} {:+.2})",
+                        s.name, s.psnr, s.ssim, s.input_psnr, s.input_ssim,
+                        s.input_bias[0], s.input_bias[1], s.input_bias[2]
                     );
                 }
                 println!(
                     "mean over {} images: PSNR {:.3} dB, SSIM {:.4} (input {:.3} dB, {:.4})",
                     report.images, report.psnr, report.ssim, report.input_psnr, report.input_ssim
+                );
+                println!(
+                    "colour cast: de-biased PSNR {:.3} dB (input {:.3}); mean |error| per channel {:.2} (input {:.2}), added by the restorer {:.2} (0-255 units)",
+                    report.psnr_debiased,
+                    report.input_psnr_debiased,
+                    report.abs_bias,
+                    report.input_abs_bias,
+                    report.added_abs_bias
                 );
             }
         }
@@ -911,12 +935,45 @@ fn run(cli: Cli) -> Result<()> {
             input,
             output,
             kind,
+            spec,
+            recipe,
             seed,
+            copies,
+            json,
         } => {
-            let mut img = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&input)?);
-            kind.apply(&mut noiseda::data::loader::step_rng(seed, 0), &mut img);
-            noiseda::data::save_rgb(&output, &img.to_rgb8())?;
-            eprintln!("wrote {}", output.display());
+            let recipe = match (kind, spec, recipe) {
+                (Some(k), None, None) => k.recipe(),
+                (None, Some(path), None) => JobSpec::from_file(&path)?
+                    .data
+                    .synthetic
+                    .degradation
+                    .ok_or_else(|| {
+                    noiseda::Error::config(
+                        "data.synthetic.degradation",
+                        format!("{} has no degradation recipe", path.display()),
+                    )
+                })?,
+                (None, None, Some(text)) => noiseda::config::Degradation::from_inline_toml(&text)?,
+                _ => {
+                    return Err(noiseda::Error::InvalidArgument(
+                        "give one of --kind, --spec or --recipe".into(),
+                    ))
+                }
+            };
+            let written =
+                noiseda::data::preview::degrade_files(&input, &output, &recipe, seed, copies)?;
+            if json {
+                print_json(&written);
+            } else {
+                for w in &written {
+                    let params = w
+                        .params
+                        .as_ref()
+                        .map(|p| format!("  {p}"))
+                        .unwrap_or_default();
+                    println!("{}  {:.2} dB{params}", w.output.display(), w.psnr);
+                }
+            }
         }
         Command::Plot {
             job: Some(id),

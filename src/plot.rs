@@ -319,6 +319,60 @@ fn draw(panels: &[Panel], out: &Path) -> std::result::Result<(), Box<dyn std::er
     Ok(())
 }
 
+/// Side-by-side crops (e.g. noisy | vanilla | noise-da | ground truth), each the same
+/// `side`×`side` window of its image at (x, y), magnified `zoom`× (nearest neighbour) under
+/// its label, written as one PNG so a person can see what the numbers mean.
+pub fn crop_strip(
+    tiles: &[(String, &image::RgbImage)],
+    (x, y): (u32, u32),
+    side: u32,
+    zoom: u32,
+    out: &Path,
+) -> Result<PathBuf> {
+    register_font();
+    let bad = |m: String| Error::Data(format!("crop strip {}: {m}", out.display()));
+    if tiles.is_empty() || side == 0 || zoom == 0 {
+        return Err(bad("nothing to draw".into()));
+    }
+    let (label_h, gap) = (28u32, 6u32);
+    let cell = side * zoom;
+    let (w, h) = (tiles.len() as u32 * (cell + gap) - gap, cell + label_h);
+    let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
+    for (i, (_, img)) in tiles.iter().enumerate() {
+        if x + side > img.width() || y + side > img.height() {
+            return Err(bad(format!(
+                "window {side}x{side} at ({x}, {y}) leaves a {}x{} image",
+                img.width(),
+                img.height()
+            )));
+        }
+        let x0 = i as u32 * (cell + gap);
+        for dy in 0..cell {
+            for dx in 0..cell {
+                let p = *img.get_pixel(x + dx / zoom, y + dy / zoom);
+                canvas.put_pixel(x0 + dx, label_h + dy, p);
+            }
+        }
+    }
+    let mut buf = canvas.into_raw();
+    {
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        for (i, (label, _)) in tiles.iter().enumerate() {
+            let x0 = (i as u32 * (cell + gap)) as i32;
+            root.draw(&Text::new(
+                label.clone(),
+                (x0 + 4, 5),
+                (FAMILY, 16).into_font().color(&BLACK),
+            ))
+            .map_err(|e| bad(e.to_string()))?;
+        }
+        root.present().map_err(|e| bad(e.to_string()))?;
+    }
+    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer is w*h*3. This is a bug.");
+    crate::data::save_rgb(out, &img)?;
+    Ok(out.to_path_buf())
+}
+
 /// (min, max) of finite values, widened when empty or flat.
 fn bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values

@@ -88,6 +88,7 @@ pub fn degrade(rng: &mut impl Rng, img: &mut Image, how: &Degradation) {
             add_gaussian(rng, img, sigma / 255.0);
         }
         Degradation::Camera(cam) => *img = cam.apply(rng, img),
+        Degradation::Isp(isp) => *img = isp.apply(rng, img),
         Degradation::Rain(rain) => *img = rain.apply(rng, img),
         Degradation::Blur(blur) => *img = blur.apply(rng, img),
     }

@@ -6,7 +6,9 @@ pub mod blur;
 pub mod camera;
 pub mod dataset;
 pub mod io;
+pub mod isp;
 pub mod loader;
+pub mod preview;
 pub mod rain;
 
 pub use dataset::{CleanFolder, Pair, PairedFolder, TrainData, UnlabeledFolder};

@@ -138,6 +138,14 @@ impl Restorer {
         }
     }
 
+    /// Variable-name prefix (under the restorer's own prefix) of the head: the last conv.
+    pub fn head(cfg: &ArchConfig) -> String {
+        match cfg {
+            ArchConfig::UNet(_) => "last".into(),
+            ArchConfig::DnCnn(c) => format!("dncnn.{}", 2 + 3 * (c.layers - 2)),
+        }
+    }
+
     /// Input sides are replicate-padded to a multiple of this.
     pub fn multiple(&self) -> usize {
         match self {

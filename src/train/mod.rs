@@ -18,7 +18,7 @@ use candle_nn::{VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 
 use crate::artifact;
-use crate::config::{DataRange, JobSpec, Weights};
+use crate::config::{DataRange, JobSpec, RestorerInit, Weights};
 use crate::data::{Batch, Loader, PairedFolder, TrainData};
 use crate::infer::{self, Tiling};
 use crate::method::Nets;
@@ -221,6 +221,30 @@ impl Model {
         })
     }
 
+    /// Zeroes the restorer's head (weights and bias), so it starts as the identity `y = x`
+    /// (`restorer.init = "identity"`).
+    pub fn zero_restorer_head(&self) -> Result<()> {
+        let head = format!("{RESTORER}.{}.", Restorer::head(&self.arch));
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .expect("varmap lock. This is a bug.");
+        let mut zeroed = 0;
+        for (name, var) in data.iter().filter(|(n, _)| n.starts_with(&head)) {
+            var.set(&var.zeros_like()?)?;
+            tracing::debug!(%name, "zero-initialised");
+            zeroed += 1;
+        }
+        if zeroed == 0 {
+            return Err(Error::config(
+                "restorer.init",
+                format!("this architecture has no head variables under `{head}`"),
+            ));
+        }
+        Ok(())
+    }
+
     pub fn nets(&self) -> Nets<'_> {
         Nets {
             restorer: &self.restorer,
@@ -418,7 +442,10 @@ fn unix_now_f64() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Mean PSNR/SSIM (RGB) of the restorer over validation pairs.
+/// Means over validation pairs of the restorer's RGB PSNR and SSIM, its de-biased PSNR
+/// (`psnr_debiased`: each image's mean per-channel error removed) and `cast`: the mean
+/// |per-channel mean error of the output − that of the input| in 0–255 units, i.e. the
+/// colour/brightness shift the restorer itself adds.
 pub fn validate(
     net: &Restorer,
     range: DataRange,
@@ -426,20 +453,25 @@ pub fn validate(
     device: &Device,
     tiling: Option<Tiling>,
 ) -> Result<BTreeMap<String, f64>> {
-    let (mut psnr, mut ssim) = (0.0, 0.0);
+    let (mut psnr, mut ssim, mut debiased, mut cast) = (0.0, 0.0, 0.0, 0.0);
     for pair in &val.pairs {
         let lq = crate::data::Image::from_rgb8(&pair.lq);
         let gt = crate::data::Image::from_rgb8(&pair.gt);
         let out = infer::restore_image(net, range, &lq, device, tiling)?;
-        psnr += metrics::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb)
-            .map_err(|e| Error::Data(format!("{}: {e}", pair.name)))?;
-        ssim += metrics::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb)
-            .map_err(|e| Error::Data(format!("{}: {e}", pair.name)))?;
+        let e = |e: metrics::MetricError| Error::Data(format!("{}: {e}", pair.name));
+        psnr += metrics::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
+        ssim += metrics::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
+        debiased += metrics::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?;
+        let bo = metrics::mean_error(out.as_metric(), gt.as_metric()).map_err(e)?;
+        let bi = metrics::mean_error(lq.as_metric(), gt.as_metric()).map_err(e)?;
+        cast += bo.iter().zip(&bi).map(|(o, i)| (o - i).abs()).sum::<f64>() / 3.0;
     }
     let n = val.pairs.len() as f64;
     Ok(BTreeMap::from([
         ("psnr".to_string(), psnr / n),
         ("ssim".to_string(), ssim / n),
+        ("psnr_debiased".to_string(), debiased / n),
+        ("cast".to_string(), cast / n),
     ]))
 }
 
@@ -548,6 +580,9 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         .then(|| spec.diffusion.resolve())
         .transpose()?;
     let model = Model::new(&arch, diffusion_cfg.as_ref(), spec.seed, &device)?;
+    if spec.restorer.init == RestorerInit::Identity {
+        model.zero_restorer_head()?;
+    }
     let mut opt = Adam::new(model.trainable(), spec.optimizer.clone())?;
     if let Some(lr) = spec.optimizer.diffusion_lr {
         opt = opt.with_lr(&format!("{DIFFUSION}."), lr);
@@ -675,6 +710,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         let mut rng = crate::data::loader::step_rng(spec.seed ^ DIFFUSION_SEED_SALT, step);
         let outp = objective.step(model.nets(), &batch, &mut rng)?;
         let grads = outp.loss.backward()?;
+        opt.set_lr_scale(spec.optimizer.lr_factor(step, spec.steps));
         opt.step(&grads)?;
         ema.update(opt.params(), step)?;
         final_loss = outp.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -718,8 +754,8 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                     latest_metrics.insert(format!("val/{k}"), *v);
                 }
                 bar.println(format!(
-                    "step {step}: val psnr {:.3} dB, ssim {:.4}",
-                    m["psnr"], m["ssim"]
+                    "step {step}: val psnr {:.3} dB, ssim {:.4}, de-biased {:.3} dB, cast {:.2}/255",
+                    m["psnr"], m["ssim"], m["psnr_debiased"], m["cast"]
                 ));
             }
         }

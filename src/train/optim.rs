@@ -18,6 +18,8 @@ pub struct Adam {
     cfg: OptimizerSpec,
     /// Learning rate per parameter (the spec's `lr` unless overridden by prefix).
     lrs: Vec<f64>,
+    /// Factor on every learning rate for the next step (the schedule's value, 1 = constant).
+    scale: f64,
 }
 
 impl Adam {
@@ -36,6 +38,7 @@ impl Adam {
             t: 0,
             cfg,
             lrs,
+            scale: 1.0,
         })
     }
 
@@ -47,6 +50,11 @@ impl Adam {
             }
         }
         self
+    }
+
+    /// Multiplies every learning rate by `scale` from the next step on (the lr schedule).
+    pub fn set_lr_scale(&mut self, scale: f64) {
+        self.scale = scale;
     }
 
     pub fn steps_taken(&self) -> u64 {
@@ -65,7 +73,7 @@ impl Adam {
         let bc1 = 1.0 - b1.powi(t);
         let bc2_sqrt = (1.0 - b2.powi(t)).sqrt();
         for (i, (_, p)) in self.params.iter().enumerate() {
-            let lr = self.lrs[i];
+            let lr = self.lrs[i] * self.scale;
             let step_size = lr / bc1;
             // Detached: a tracked gradient would chain every step's graph into the moments.
             let Some(g) = grads.get(p).map(|g| g.detach()) else {

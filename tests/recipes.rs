@@ -1,0 +1,215 @@
+//! The realistic-degradation recipe as a user previews it (`noiseda degrade`) and the classical
+//! baselines script (`scripts/baselines.py`) scored with noiseda's own metrics.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+fn noiseda(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn degrade_previews_the_isp_recipe_with_its_drawn_parameters() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 64, 48);
+    let out = tmp.path().join("out");
+    let recipe = r#"{ kind = "isp", shot = [1e-3, 4e-3], read = [2e-3, 5e-3], noise_blur = [0.5, 1.0], jpeg = [85, 90] }"#;
+    let run = |dir: &Path| {
+        noiseda(&[
+            "degrade",
+            clean.to_str().unwrap(),
+            dir.to_str().unwrap(),
+            "--recipe",
+            recipe,
+            "--copies",
+            "2",
+            "--seed",
+            "5",
+            "--json",
+        ])
+    };
+    let o = run(&out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let written: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(written.len(), 6, "3 photos x 2 copies");
+    for w in &written {
+        let p = &w["params"];
+        let within = |k: &str, lo: f64, hi: f64| {
+            let v = p[k].as_f64().unwrap();
+            assert!((lo..=hi).contains(&v), "{k} = {v} outside [{lo}, {hi}]");
+        };
+        within("shot", 1e-3, 4e-3);
+        within("read", 2e-3, 5e-3);
+        within("noise_blur", 0.5, 1.0);
+        within("jpeg", 85.0, 90.0);
+        within("red_gain", 1.9, 2.4); // the defaults of the fields not given
+        let psnr = w["psnr"].as_f64().unwrap();
+        assert!((20.0..50.0).contains(&psnr), "{psnr}");
+        let img = image::open(w["output"].as_str().unwrap()).unwrap();
+        assert_eq!((img.width(), img.height()), (64, 48));
+    }
+    // Each copy draws its own parameters; the same seed writes the same files.
+    assert_ne!(written[0]["params"], written[1]["params"]);
+    let again = tmp.path().join("again");
+    assert!(run(&again).status.success());
+    for name in ["img00-0.png", "img02-1.png"] {
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(again.join(name)).unwrap(),
+            "{name} differs between two runs with the same seed"
+        );
+    }
+    // A job spec's recipe and a default recipe by name.
+    let spec = tmp.path().join("job.toml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name = \"x\"\n[restorer]\npreset = \"unet-t\"\n[data.synthetic]\nclean = \"{}\"\n\
+             degradation = {recipe}\n",
+            clean.display()
+        ),
+    )
+    .unwrap();
+    let one = tmp.path().join("one.png");
+    let photo = clean.join("img00.png");
+    let o = noiseda(&[
+        "degrade",
+        photo.to_str().unwrap(),
+        one.to_str().unwrap(),
+        "--spec",
+        spec.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(one.is_file());
+    let o = noiseda(&[
+        "degrade",
+        photo.to_str().unwrap(),
+        one.to_str().unwrap(),
+        "--kind",
+        "isp",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Bad recipes are refused with the key that is wrong.
+    for (bad, key) in [
+        (
+            r#"{ kind = "isp", shot = [4e-3, 1e-3] }"#,
+            "degradation.shot",
+        ),
+        (r#"{ kind = "isp", jpeg = [0, 90] }"#, "degradation.jpeg"),
+        (r#"{ kind = "isp", shoot = [1e-3, 2e-3] }"#, "shoot"),
+    ] {
+        let o = noiseda(&[
+            "degrade",
+            photo.to_str().unwrap(),
+            one.to_str().unwrap(),
+            "--recipe",
+            bad,
+        ]);
+        assert!(!o.status.success(), "{bad} was accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(key), "{bad}: {err}");
+    }
+}
+
+/// python3 with the baseline packages, or None (with a printed reason).
+fn python_with_baselines() -> Option<String> {
+    let python = std::env::var("NOISEDA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import bm3d, skimage, cv2"])
+        .output();
+    if probe.as_ref().is_ok_and(|o| o.status.success()) {
+        return Some(python);
+    }
+    use std::io::Write;
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIP baselines_script_scores_like_noiseda_eval: `{python}` cannot import bm3d, skimage \
+         and cv2 (pip install bm3d scikit-image opencv-python-headless; .ci/run does)"
+    );
+    None
+}
+
+#[test]
+fn baselines_script_scores_like_noiseda_eval() {
+    let Some(python) = python_with_baselines() else {
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("scripts/baselines.py");
+    // 1. Its metrics are the fixture's (the one noiseda's metrics are pinned to).
+    let o = Command::new(&python)
+        .arg(&script)
+        .arg("--check-fixture")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // 2. Two small noisy/clean pairs; parameters by 2-fold cross-fitting.
+    let tmp = tempfile::tempdir().unwrap();
+    let gt = common::write_photos(&tmp.path().join("gt"), 2, 40, 36);
+    let noisy = tmp.path().join("noisy");
+    std::fs::create_dir_all(&noisy).unwrap();
+    let mut rows_expected = Vec::new();
+    for entry in noiseda::data::list_images(&gt).unwrap() {
+        let clean = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&entry).unwrap());
+        let mut lq = clean.clone();
+        let mut rng = noiseda::data::loader::step_rng(3, rows_expected.len() as u64);
+        noiseda::data::augment::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
+        let lq8 = lq.to_rgb8();
+        // Same file name, lossless PNG, so both sides read the same pixels.
+        let name = entry.file_name().unwrap();
+        let png = noisy.join(name);
+        lq8.save_with_format(&png, image::ImageFormat::Png).unwrap();
+        let lq = noiseda::data::Image::from_rgb8(&lq8);
+        let gt8 = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&entry).unwrap());
+        rows_expected.push(
+            noiseda::metrics::psnr(
+                lq.as_metric(),
+                gt8.as_metric(),
+                noiseda::metrics::Channel::Rgb,
+            )
+            .unwrap(),
+        );
+    }
+    let o = Command::new(&python)
+        .arg(&script)
+        .args([
+            "--noisy",
+            noisy.to_str().unwrap(),
+            "--gt",
+            gt.to_str().unwrap(),
+        ])
+        .args(["--methods", "input,cbm3d,tv,nlm", "--folds", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4);
+    // The input row is noiseda's PSNR of the same pairs, to rounding.
+    let input = &rows[0];
+    assert_eq!(input["method"], "input");
+    let mean = rows_expected.iter().sum::<f64>() / rows_expected.len() as f64;
+    let got = input["psnr"].as_f64().unwrap();
+    assert!((got - mean).abs() < 1e-9, "script {got} vs noiseda {mean}");
+    // Every classical denoiser beats σ = 15 noise, with a parameter from its grid per fold.
+    for r in &rows[1..] {
+        let p = r["psnr"].as_f64().unwrap();
+        assert!(p > got, "{}: {p} vs input {got}", r["method"]);
+        assert_eq!(r["params"].as_array().unwrap().len(), 2, "{r}");
+        assert!(r["selection"].as_str().unwrap().contains("cross-fitting"));
+    }
+    // A bad folder is named.
+    let o = Command::new(&python)
+        .arg(&script)
+        .args(["--noisy", "/nonexistent-dir", "--gt", gt.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent-dir"));
+}
