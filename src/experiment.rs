@@ -85,8 +85,10 @@ pub struct BaselineRow {
 }
 
 /// Runs the baseline script on the validation pairs once (its rows are kept in
-/// `<out>/baselines.json` and reused while the methods stay the same).
-fn baselines(b: &BaselineSpec, lq: &Path, gt: &Path, out: &Path) -> Result<Vec<BaselineRow>> {
+/// `<out>/baselines.json` and reused while the methods stay the same). The script reads PNG
+/// copies of the pairs as noiseda decoded them (`<out>/baselines/{lq,gt}/`), so both score
+/// the same pixels (JPEG decoders differ by a level here and there).
+fn baselines(b: &BaselineSpec, val: &PairedFolder, out: &Path) -> Result<Vec<BaselineRow>> {
     let cache = out.join("baselines.json");
     if let Ok(text) = std::fs::read_to_string(&cache) {
         if let Ok(rows) = serde_json::from_str::<Vec<BaselineRow>>(&text) {
@@ -95,6 +97,16 @@ fn baselines(b: &BaselineSpec, lq: &Path, gt: &Path, out: &Path) -> Result<Vec<B
             }
         }
     }
+    let (lq, gt) = (
+        out.join("baselines").join("lq"),
+        out.join("baselines").join("gt"),
+    );
+    for p in &val.pairs {
+        let name = format!("{}.png", p.name.replace(['/', '\\'], "_"));
+        save_rgb(&lq.join(&name), &p.lq)?;
+        save_rgb(&gt.join(&name), &p.gt)?;
+    }
+    let (lq, gt) = (lq.as_path(), gt.as_path());
     eprintln!(
         "baselines {} on {} (scripts/baselines.py; CBM3D takes about a minute per 512x512 image)",
         b.methods.join(", "),
@@ -573,15 +585,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
     let input = mean3(&input_per_image);
     let baseline_rows = match &exp.baselines {
         None => Vec::new(),
-        Some(b) => match (&val_spec.lq, &val_spec.gt) {
-            (Some(lq), Some(gt)) => baselines(b, lq, gt, out)?,
-            _ => {
-                return Err(Error::config(
-                    "baselines",
-                    "needs validation pairs given as `lq` and `gt` folders",
-                ))
-            }
-        },
+        Some(b) => baselines(b, &val, out)?,
     };
 
     // The runs, one after another; finished ones are read back.

@@ -89,6 +89,10 @@ set = {{ method = "noise-da", loss = {{ diffusion_weight = 0.05 }} }}
         assert!(md.contains(&format!("| {arm} |")), "{arm} missing:\n{md}");
     }
     assert!(md.contains(" ± "), "{md}");
+    // Paired by seed: one row per arm but vanilla, a column per seed.
+    assert!(md.contains("Paired by seed"), "{md}");
+    assert!(md.contains("| da-full | "), "{md}");
+    assert!(md.contains("Below the noisy input"), "{md}");
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
     assert_eq!(report["runs"].as_array().unwrap().len(), 22);

@@ -69,7 +69,7 @@ fn degrade_previews_the_isp_recipe_with_its_drawn_parameters() {
     std::fs::write(
         &spec,
         format!(
-            "name = \"x\"\n[restorer]\npreset = \"unet-t\"\n[data.synthetic]\nclean = \"{}\"\n\
+            "name = \"x\"\nsteps = 1\n[restorer]\npreset = \"unet-t\"\n[data.synthetic]\nclean = \"{}\"\n\
              degradation = {recipe}\n",
             clean.display()
         ),
@@ -151,7 +151,18 @@ fn baselines_script_scores_like_noiseda_eval() {
 
     // 2. Two small noisy/clean pairs; parameters by 2-fold cross-fitting.
     let tmp = tempfile::tempdir().unwrap();
-    let gt = common::write_photos(&tmp.path().join("gt"), 2, 40, 36);
+    // PNG on both sides: JPEG decoders differ by a level here and there (PIL's libjpeg vs the
+    // image crate), which is why `noiseda experiment` hands the script PNGs it decoded itself.
+    let photos = common::write_photos(&tmp.path().join("photos"), 2, 40, 36);
+    let gt = tmp.path().join("gt");
+    std::fs::create_dir_all(&gt).unwrap();
+    for p in noiseda::data::list_images(&photos).unwrap() {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned() + ".png";
+        noiseda::data::load_rgb(&p)
+            .unwrap()
+            .save(gt.join(name))
+            .unwrap();
+    }
     let noisy = tmp.path().join("noisy");
     std::fs::create_dir_all(&noisy).unwrap();
     let mut rows_expected = Vec::new();
@@ -196,7 +207,8 @@ fn baselines_script_scores_like_noiseda_eval() {
     assert_eq!(input["method"], "input");
     let mean = rows_expected.iter().sum::<f64>() / rows_expected.len() as f64;
     let got = input["psnr"].as_f64().unwrap();
-    assert!((got - mean).abs() < 1e-9, "script {got} vs noiseda {mean}");
+    // (noiseda holds pixels as f32, the script as f64: they agree to ~1e-7 dB.)
+    assert!((got - mean).abs() < 1e-6, "script {got} vs noiseda {mean}");
     // Every classical denoiser beats σ = 15 noise, with a parameter from its grid per fold.
     for r in &rows[1..] {
         let p = r["psnr"].as_f64().unwrap();
@@ -212,4 +224,79 @@ fn baselines_script_scores_like_noiseda_eval() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("/nonexistent-dir"));
+}
+
+#[test]
+fn experiment_tables_carry_the_baseline_rows() {
+    let Some(python) = python_with_baselines() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 4, 48, 48);
+    let exp = tmp.path().join("exp.toml");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(
+        &exp,
+        format!(
+            r#"
+name = "baselines"
+seeds = [0]
+arms = ["vanilla"]
+
+[camera]
+clean = "{}"
+val_every = 2
+copies = 1
+noise = {{ shot = [0.008, 0.008], read = [0.008, 0.008], jpeg = [90, 90] }}
+
+[baselines]
+methods = ["tv", "nlm"]
+script = "{}"
+python = "{python}"
+folds = 0
+
+[base]
+steps = 2
+[base.restorer]
+arch = "unet"
+width = 8
+depth = 3
+[base.data]
+patch = 32
+batch = 2
+[base.data.synthetic]
+degradation = {{ kind = "isp", jpeg = [90, 95] }}
+"#,
+            clean.display(),
+            root.join("scripts/baselines.py").display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = noiseda(&[
+        "experiment",
+        "--config",
+        exp.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(
+        md.contains("| tv | baseline {\"weight\":0.015} (fixed)"),
+        "{md}"
+    );
+    assert!(md.contains("| nlm | baseline"), "{md}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("results.json")).unwrap()).unwrap();
+    let rows = report["baselines"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    // The PNG copies the script scored hold noiseda's decoded validation pairs.
+    assert_eq!(
+        std::fs::read_dir(out.join("baselines/lq")).unwrap().count(),
+        2
+    );
+    for r in rows {
+        assert!(r["psnr"].as_f64().unwrap().is_finite(), "{r}");
+    }
 }
