@@ -114,6 +114,8 @@ pub fn spec(data: &DemoData, method: Method, steps: Option<u64>) -> Result<JobSp
     }
     if let Some(s) = steps {
         spec.steps = s;
+        // A shorter run keeps the warm-up's share of it (30 of 300 steps).
+        spec.optimizer.warmup_steps = spec.optimizer.warmup_steps.min(s / 10);
     }
     spec.loss.ramp_steps = (spec.steps / 2).max(1);
     spec.validate()?;

@@ -345,4 +345,9 @@ fn demo_runs_end_to_end() {
         ),
         (3, 1, 2, 2)
     );
+    // The crop strip: noisy | vanilla | noise-da | ground truth, 128x128 crops at 2x.
+    let strip = image::open(tmp.path().join("crops.png")).unwrap();
+    assert_eq!((strip.width(), strip.height()), (4 * 256 + 3 * 6, 256 + 28));
+    assert!(stdout.contains("crops.png"), "{stdout}");
+    assert!(stdout.contains("over the noisy input"), "{stdout}");
 }
