@@ -137,7 +137,7 @@ async fn submit_stream_export_and_load(store: &Backend) {
     assert_eq!((p.step, p.total_steps), (30, 30));
     assert_eq!(p.last_seq, points.len() as u64);
     assert!(job.started_at.is_some() && job.finished_at.is_some());
-    // One Charbonnier point per step, validation every 10 steps (psnr and ssim).
+    // One Charbonnier point per step, validation every 10 steps (psnr, ssim, psnr_debiased, cast).
     let train: Vec<u64> = points
         .iter()
         .filter(|p| p.split == pb::Split::Train as i32)
