@@ -165,14 +165,7 @@ pub fn mean_error(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<[f64; 3], MetricError>
 /// PSNR (RGB, peak 1) after removing `a`'s mean per-channel error against `b`: a global colour
 /// or brightness cast does not count, so the gap to [`psnr`] measures it.
 pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
-    check_psnr_pair(&a, &b)?;
-    let n = (a.width * a.height) as f64;
-    let mut bias = [0f64; 3];
-    for (pa, pb) in a.data.chunks_exact(3).zip(b.data.chunks_exact(3)) {
-        for c in 0..3 {
-            bias[c] += (clamp01(pa[c]) - clamp01(pb[c])) / n;
-        }
-    }
+    let bias = mean_error(a, b)?.map(|v| v / 255.0);
     let mut sse = 0f64;
     for (pa, pb) in a.data.chunks_exact(3).zip(b.data.chunks_exact(3)) {
         for c in 0..3 {

@@ -49,8 +49,30 @@ fn linear_to_srgb(v: f32) -> f32 {
     }
 }
 
+/// Bilinear demosaic of an RGGB mosaic `site` (w×h) at (x, y): the site's own colour, and each
+/// missing colour as the mean of its 3×3 neighbours of that colour.
+pub(super) fn demosaic_at(site: &[f32], w: usize, h: usize, x: usize, y: usize) -> [f32; 3] {
+    let mut sum = [0f32; 3];
+    let mut cnt = [0u32; 3];
+    for yy in y.saturating_sub(1)..(y + 2).min(h) {
+        for xx in x.saturating_sub(1)..(x + 2).min(w) {
+            let c = bayer(xx, yy);
+            sum[c] += site[yy * w + xx];
+            cnt[c] += 1;
+        }
+    }
+    let own = bayer(x, y);
+    [0, 1, 2].map(|c| {
+        if c == own || cnt[c] == 0 {
+            site[y * w + x]
+        } else {
+            sum[c] / cnt[c] as f32
+        }
+    })
+}
+
 /// Colour of the RGGB Bayer site at (x, y): 0 = R, 1 = G, 2 = B.
-fn bayer(x: usize, y: usize) -> usize {
+pub(super) fn bayer(x: usize, y: usize) -> usize {
     match (y % 2, x % 2) {
         (0, 0) => 0,
         (1, 1) => 2,
@@ -80,26 +102,10 @@ impl CameraNoise {
         let mut rgb = vec![0f32; w * h * 3];
         for y in 0..h {
             for x in 0..w {
-                let mut sum = [0f32; 3];
-                let mut cnt = [0u32; 3];
-                for yy in y.saturating_sub(1)..(y + 2).min(h) {
-                    for xx in x.saturating_sub(1)..(x + 2).min(w) {
-                        let c = bayer(xx, yy);
-                        sum[c] += raw[yy * w + xx];
-                        cnt[c] += 1;
-                    }
-                }
-                let own = bayer(x, y);
+                let px = demosaic_at(&raw, w, h, x, y);
                 for c in 0..3 {
-                    let v = if c == own {
-                        raw[y * w + x]
-                    } else if cnt[c] > 0 {
-                        sum[c] / cnt[c] as f32
-                    } else {
-                        raw[y * w + x]
-                    };
                     // 3. Back to sRGB and 8 bits.
-                    rgb[(y * w + x) * 3 + c] = (linear_to_srgb(v) * 255.0).round();
+                    rgb[(y * w + x) * 3 + c] = (linear_to_srgb(px[c]) * 255.0).round();
                 }
             }
         }

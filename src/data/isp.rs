@@ -20,6 +20,7 @@ use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use super::augment::draw;
+use super::camera::{bayer, demosaic_at};
 use super::Image;
 
 /// Ranges the pipeline draws its parameters from, once per image.
@@ -213,15 +214,6 @@ fn gaussian_blur(data: &mut [f32], w: usize, h: usize, sigma: f32) {
     }
 }
 
-/// Colour of the RGGB Bayer site at (x, y): 0 = R, 1 = G, 2 = B.
-fn bayer(x: usize, y: usize) -> usize {
-    match (y % 2, x % 2) {
-        (0, 0) => 0,
-        (1, 1) => 2,
-        _ => 1,
-    }
-}
-
 impl IspNoise {
     /// Checks every range; `Err((key, message))` names the first bad field.
     pub fn validate(&self) -> std::result::Result<(), (&'static str, String)> {
@@ -352,25 +344,8 @@ impl IspNoise {
         if self.demosaic {
             for y in 0..h {
                 for x in 0..w {
-                    let mut sum = [0f32; 3];
-                    let mut cnt = [0u32; 3];
-                    for yy in y.saturating_sub(1)..(y + 2).min(h) {
-                        for xx in x.saturating_sub(1)..(x + 2).min(w) {
-                            let c = bayer(xx, yy);
-                            sum[c] += site[yy * w + xx];
-                            cnt[c] += 1;
-                        }
-                    }
-                    let own = bayer(x, y);
-                    for c in 0..3 {
-                        noise[(y * w + x) * 3 + c] = if c == own {
-                            site[y * w + x]
-                        } else if cnt[c] > 0 {
-                            sum[c] / cnt[c] as f32
-                        } else {
-                            site[y * w + x]
-                        };
-                    }
+                    let px = demosaic_at(&site, w, h, x, y);
+                    noise[(y * w + x) * 3..(y * w + x) * 3 + 3].copy_from_slice(&px);
                 }
             }
         } else {
