@@ -5,7 +5,8 @@
 //!
 //! Per image: exposure and white-balance gains, a colour-correction matrix mixed from four real
 //! cameras, shot and read noise (log-uniform), JPEG quality. Steps:
-//! 1. inverse tone curve (smoothstep), inverse gamma (x^2.2), sRGB → camera RGB, ÷ gains;
+//! 1. inverse tone curve (smoothstep), inverse gamma (x^2.2), sRGB → camera RGB, ÷ white
+//!    balance, × exposure;
 //! 2. Poisson–Gaussian noise on an RGGB mosaic (variance `shot·x + read²` at each site), spread
 //!    to the three colours by a bilinear demosaic of the *noise* (so the noise is correlated as
 //!    after a real demosaic, while the signal itself is not re-interpolated), optionally
@@ -35,8 +36,9 @@ pub struct IspNoise {
     pub red_gain: [f32; 2],
     /// Blue white-balance gain (uniform).
     pub blue_gain: [f32; 2],
-    /// Exposure gain the raw was darkened by before the noise (uniform; larger = darker raw =
-    /// relatively stronger noise).
+    /// Factor the raw is brightened by before the noise and darkened by after it (uniform;
+    /// larger = brighter raw = relatively weaker noise). Brooks et al. darken instead (their
+    /// `rgb_gain` ≈ 1/N(0.8, 0.1)): `exposure` below 1, e.g. [0.6, 0.9], is their convention.
     pub exposure: [f32; 2],
     /// Mix a random colour-correction matrix from four real cameras (else identity).
     pub ccm: bool,
@@ -56,7 +58,7 @@ pub struct IspNoise {
 }
 
 impl Default for IspNoise {
-    /// Brooks et al.'s ranges for gains; shot/read from their low-to-moderate ISO span.
+    /// Brooks et al.'s white-balance ranges; shot/read from their low-to-moderate ISO span.
     fn default() -> Self {
         Self {
             shot: [1e-4, 1e-2],
@@ -316,7 +318,7 @@ impl IspNoise {
             p.blue_gain / p.exposure,
         ];
         let cam2rgb = inverse(&p.rgb2cam);
-        // 1. Unprocess: sRGB → linear → camera RGB → raw (÷ gains).
+        // 1. Unprocess: sRGB → linear → camera RGB → raw (÷ white balance, × exposure).
         let mut raw = vec![0f32; w * h * 3];
         for (px, out) in img.data.chunks_exact(3).zip(raw.chunks_exact_mut(3)) {
             let lin = [0, 1, 2].map(|c| {
