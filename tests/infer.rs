@@ -4,7 +4,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle::Device;
 use noiseda::artifact;
@@ -31,12 +30,7 @@ fn trained_model(root: &Path) -> PathBuf {
     summary.artifact.unwrap()
 }
 
-fn noiseda(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_noiseda"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::noiseda;
 
 #[test]
 fn artifact_round_trip_and_tamper_detection() {

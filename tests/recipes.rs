@@ -6,12 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-fn noiseda(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_noiseda"))
-        .args(args)
-        .output()
-        .unwrap()
-}
+use common::noiseda;
 
 #[test]
 fn degrade_previews_the_isp_recipe_with_its_drawn_parameters() {

@@ -245,32 +245,18 @@ fn dncnn_trains_exports_and_restores() {
 /// The recipe switches of the long-budget recipes: zeroed head, cosine lr with warm-up and the
 /// per-image camera pipeline, on top of the tiny spec.
 fn recipe_spec(clean: &Path, steps: u64) -> noiseda::config::JobSpec {
+    use noiseda::config::{Degradation, LrSchedule, RestorerInit};
     let mut spec = common::tiny_spec(clean, steps, 3);
-    let extra: noiseda::config::JobSpec = noiseda::config::JobSpec::from_toml(&format!(
-        r#"
-name = "tiny"
-seed = 7
-steps = {steps}
-[restorer]
-arch = "unet"
-width = 8
-depth = 3
-init = "identity"
-[data.synthetic]
-clean = "{}"
-degradation = {{ kind = "isp", shot = [1e-4, 4e-3], read = [1e-3, 1e-2], noise_blur = [0, 1], jpeg = [80, 95] }}
-[optimizer]
-lr = 1e-3
-schedule = "cosine"
-warmup_steps = 2
-min_lr = 0.1
-"#,
-        clean.display()
-    ))
-    .unwrap();
-    spec.restorer = extra.restorer;
-    spec.data.synthetic = extra.data.synthetic;
-    spec.optimizer = extra.optimizer;
+    spec.restorer.init = RestorerInit::Identity;
+    spec.data.synthetic.degradation = Some(
+        Degradation::from_inline_toml(
+            r#"{ kind = "isp", shot = [1e-4, 4e-3], read = [1e-3, 1e-2], noise_blur = [0, 1], jpeg = [80, 95] }"#,
+        )
+        .unwrap(),
+    );
+    spec.optimizer.schedule = LrSchedule::Cosine;
+    spec.optimizer.warmup_steps = 2;
+    spec.optimizer.min_lr = 0.1;
     spec.validate().unwrap();
     spec
 }

@@ -9,6 +9,14 @@ use std::path::{Path, PathBuf};
 use image::{Rgb, RgbImage};
 use noiseda::config::JobSpec;
 
+/// Runs the `noiseda` binary this test crate was built with.
+pub fn noiseda(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
 /// A smooth, textured test picture (gradients, a disc, stripes) that varies with `k`.
 pub fn photo(k: u32, w: u32, h: u32) -> RgbImage {
     RgbImage::from_fn(w, h, |x, y| {
