@@ -189,28 +189,36 @@ fn gaussian_blur(data: &mut [f32], w: usize, h: usize, sigma: f32) {
     let sum: f32 = taps.iter().sum();
     let taps: Vec<f32> = taps.iter().map(|t| t / sum).collect();
     let mut tmp = vec![0f32; data.len()];
+    // Rows into `tmp`, then columns back into `data`.
+    blur_pass(data, &mut tmp, w, h, &taps, r, true);
+    blur_pass(&tmp, data, w, h, &taps, r, false);
+}
+
+/// One 1-D pass of [`gaussian_blur`] along rows (`horizontal`) or columns.
+fn blur_pass(
+    src: &[f32],
+    dst: &mut [f32],
+    w: usize,
+    h: usize,
+    taps: &[f32],
+    r: isize,
+    horizontal: bool,
+) {
     let clamp = |v: isize, n: usize| v.clamp(0, n as isize - 1) as usize;
     for y in 0..h {
         for x in 0..w {
             for c in 0..3 {
                 let mut acc = 0f32;
                 for (k, t) in taps.iter().enumerate() {
-                    let xx = clamp(x as isize + k as isize - r, w);
-                    acc += t * data[(y * w + xx) * 3 + c];
+                    let d = k as isize - r;
+                    let (xx, yy) = if horizontal {
+                        (clamp(x as isize + d, w), y)
+                    } else {
+                        (x, clamp(y as isize + d, h))
+                    };
+                    acc += t * src[(yy * w + xx) * 3 + c];
                 }
-                tmp[(y * w + x) * 3 + c] = acc;
-            }
-        }
-    }
-    for y in 0..h {
-        for x in 0..w {
-            for c in 0..3 {
-                let mut acc = 0f32;
-                for (k, t) in taps.iter().enumerate() {
-                    let yy = clamp(y as isize + k as isize - r, h);
-                    acc += t * tmp[(yy * w + x) * 3 + c];
-                }
-                data[(y * w + x) * 3 + c] = acc;
+                dst[(y * w + x) * 3 + c] = acc;
             }
         }
     }
