@@ -422,16 +422,21 @@ impl Degradation {
         }
         let holder: Holder = toml::from_str(&format!("degradation = {text}"))
             .map_err(|e| Error::config("degradation", e.message().to_string()))?;
-        let check = |r: std::result::Result<(), (&'static str, String)>| {
-            r.map_err(|(k, m)| Error::config(format!("degradation.{k}"), m))
-        };
-        match &holder.degradation {
-            Degradation::Isp(i) => check(i.validate())?,
-            Degradation::Rain(r) => check(r.validate())?,
-            Degradation::Blur(b) => check(b.validate())?,
-            _ => {}
-        }
+        holder.degradation.validate("degradation")?;
         Ok(holder.degradation)
+    }
+
+    /// Checks the recipe's ranges; errors name the bad key under `prefix`.
+    pub fn validate(&self, prefix: &str) -> Result<()> {
+        let check = |r: std::result::Result<(), (&'static str, String)>| {
+            r.map_err(|(k, m)| Error::config(format!("{prefix}.{k}"), m))
+        };
+        match self {
+            Degradation::Isp(i) => check(i.validate()),
+            Degradation::Rain(r) => check(r.validate()),
+            Degradation::Blur(b) => check(b.validate()),
+            _ => Ok(()),
+        }
     }
 
     /// Pixels of context a degradation reads beyond each side of the patch (blur kernels);
