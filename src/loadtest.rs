@@ -15,9 +15,8 @@ use crate::config::{DataRange, Weights};
 use crate::data::Image;
 use crate::model::ArchConfig;
 use crate::pb;
-use crate::serve::{
-    self, batcher::BatchOptions, restore::Limits, RestoreOptions, Role, ServeOptions,
-};
+use crate::serve::config::{BatchConfig, LimitsConfig};
+use crate::serve::{self, Role, ServerConfig};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -186,46 +185,33 @@ async fn one_mode(
     max_batch: usize,
     raw_ms: f64,
 ) -> Result<ModeReport> {
-    let serve_opts = ServeOptions {
-        listen: "127.0.0.1:0".parse().expect("valid address"),
-        metrics_listen: "127.0.0.1:0".parse().expect("valid address"),
-        role: Role::Restore,
-        data_dir: tmp.join(format!("data-{mode}")),
-        store: "sqlite".into(),
-        replica_id: "loadtest".into(),
-        lease: Duration::from_secs(15),
-        model_poll: Duration::ZERO,
-        model_dir: tmp.join("models"),
-        devices: vec!["cpu".into()],
-        cpu_jobs: 1,
-        data_roots: Vec::new(),
-        payload_limit: 64 << 20,
-        shutdown_grace: Duration::from_secs(5),
-        drain_delay: Duration::ZERO,
-        restore: RestoreOptions {
-            device: "cpu".into(),
-            batch: BatchOptions {
-                max_batch_size: max_batch,
-                max_batch_pixels: usize::MAX >> 1,
-                max_batch_wait: Duration::ZERO,
-                max_queue: opts.clients * 2,
-            },
-            limits: Limits {
-                max_image_pixels: opts.size * opts.size,
-                max_input_pixels: opts.size * opts.size,
-                max_images_per_request: 1,
-                tile_size: 0,
-                tile_overlap: 0,
-            },
-            default_model: None,
-        },
-        api_keys: None,
-        tls: None,
+    let mut cfg = ServerConfig::default();
+    cfg.network.listen = "127.0.0.1:0".parse().expect("valid address");
+    cfg.network.metrics_listen = "127.0.0.1:0".parse().expect("valid address");
+    cfg.network.role = Role::Restore;
+    cfg.network.shutdown_grace = 5;
+    cfg.network.drain_delay_ms = 0;
+    cfg.storage.data_dir = tmp.join(format!("data-{mode}"));
+    cfg.storage.model_dir = Some(tmp.join("models"));
+    cfg.jobs.replica_id = Some("loadtest".into());
+    cfg.restore.model_poll_ms = 0;
+    cfg.restore.batch = BatchConfig {
+        max_batch_size: max_batch,
+        max_batch_pixels: usize::MAX >> 1,
+        max_batch_wait_us: 0,
+        max_queue: opts.clients * 2,
+    };
+    cfg.restore.limits = LimitsConfig {
+        max_image_pixels: opts.size * opts.size,
+        max_input_pixels: opts.size * opts.size,
+        max_images_per_request: 1,
+        tile_size: 0,
+        tile_overlap: 0,
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let server = tokio::spawn(serve::serve(
-        serve_opts,
+        cfg,
         async move {
             let _ = stop_rx.await;
         },

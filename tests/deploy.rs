@@ -1,11 +1,12 @@
-//! What deployments rely on: `noiseda health` exit codes (container health checks) and the
-//! start-up device check (no silent CPU fallback).
+//! What deployments rely on: `noiseda health` exit codes (container health checks), the
+//! start-up device check (no silent CPU fallback) and out-of-range `serve` limits refused at
+//! start, by flag name.
 
 mod common;
 
 use std::process::{Command, Output};
 
-use common::server::Server;
+use common::server::{serve_refuses, Server};
 
 fn noiseda(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_noiseda"))
@@ -79,4 +80,30 @@ fn a_missing_gpu_stops_the_server_at_start() {
             "{msg}"
         );
     }
+}
+
+#[test]
+fn out_of_range_limits_stop_the_server_at_start_naming_the_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    for (k, (flag, value)) in [
+        ("--max-batch-size", "0"),
+        ("--max-queue", "1000000"),
+        ("--tile-size", "8"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let msg = serve_refuses(&tmp.path().join(format!("data{k}")), &[flag, value]);
+        assert!(msg.contains(&format!("invalid config `{flag}`")), "{msg}");
+        assert!(!msg.contains("listening"), "{msg}");
+    }
+    // Several at once: every one is named.
+    let msg = serve_refuses(
+        &tmp.path().join("data-all"),
+        &["--max-batch-size", "0", "--max-images-per-request", "0"],
+    );
+    assert!(
+        msg.contains("--max-batch-size") && msg.contains("--max-images-per-request"),
+        "{msg}"
+    );
 }

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use noiseda::pb;
+use noiseda::serve::config::LimitsConfig;
 use noiseda::serve::jobs::SpecDocument;
-use noiseda::serve::restore::Limits;
 use noiseda::train::{self, TrainOptions};
 use proptest::prelude::*;
 use prost::Message;
@@ -20,8 +20,8 @@ use tonic::Code;
 
 const MAX_INPUT_PIXELS: usize = 1 << 18;
 
-fn limits() -> Limits {
-    Limits {
+fn limits() -> LimitsConfig {
+    LimitsConfig {
         max_image_pixels: 1 << 16,
         max_input_pixels: MAX_INPUT_PIXELS,
         max_images_per_request: 4,

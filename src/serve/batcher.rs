@@ -11,25 +11,13 @@ use std::time::{Duration, Instant};
 use candle::Device;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use super::config::BatchConfig;
 use super::prom::Prom;
 use crate::config::DataRange;
 use crate::data::Image;
 use crate::infer::{self, Tiling};
 use crate::model::Restorer;
 use crate::{Error, Result};
-
-/// Batching limits.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchOptions {
-    /// Images per forward pass.
-    pub max_batch_size: usize,
-    /// Padded pixels per forward pass (the first image always runs, however large).
-    pub max_batch_pixels: usize,
-    /// How long the oldest image may wait for others to fill its batch (0 = run what is there).
-    pub max_batch_wait: Duration,
-    /// Images queued per model.
-    pub max_queue: usize,
-}
 
 /// One image waiting for the model.
 pub struct Job {
@@ -65,7 +53,7 @@ impl Batcher {
         net: Restorer,
         range: DataRange,
         device: Device,
-        opts: BatchOptions,
+        opts: BatchConfig,
         prom: Arc<Prom>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel(opts.max_queue.max(1));
@@ -112,7 +100,7 @@ struct Worker {
     net: Restorer,
     range: DataRange,
     device: Device,
-    opts: BatchOptions,
+    opts: BatchConfig,
     prom: Arc<Prom>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -152,13 +140,13 @@ impl Worker {
     /// With a batch wait: keep receiving until the oldest image's batch is full or it waited
     /// `max_batch_wait`.
     fn wait_for_more(&self, rx: &Receiver<Job>, pending: &mut VecDeque<Job>) {
-        if self.opts.max_batch_wait.is_zero() {
+        if self.opts.max_batch_wait().is_zero() {
             return;
         }
         let Some(oldest) = pending.front() else {
             return;
         };
-        let until = oldest.enqueued + self.opts.max_batch_wait;
+        let until = oldest.enqueued + self.opts.max_batch_wait();
         let key = self.padded(&oldest.image);
         loop {
             let same = pending

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, UNIX_EPOCH};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use tonic::service::interceptor::InterceptedService;
@@ -259,121 +259,6 @@ pub fn is_terminal(state: i32) -> bool {
         pb::JobState::try_from(state),
         Ok(pb::JobState::Completed | pb::JobState::Failed | pb::JobState::Cancelled)
     )
-}
-
-fn time(t: &Option<prost_types::Timestamp>) -> String {
-    t.as_ref()
-        .map(|t| {
-            let at = UNIX_EPOCH + Duration::new(t.seconds.max(0) as u64, t.nanos.max(0) as u32);
-            humantime::format_rfc3339_seconds(at).to_string()
-        })
-        .unwrap_or_else(|| "-".into())
-}
-
-/// One line per job.
-pub fn job_table(jobs: &[pb::Job]) -> String {
-    let mut out = format!(
-        "{:<32}  {:<16} {:<10} {:>13}  {:<7} {}\n",
-        "ID", "NAME", "STATE", "STEP", "DEVICE", "CREATED"
-    );
-    for j in jobs {
-        let p = j.progress.unwrap_or_default();
-        out += &format!(
-            "{:<32}  {:<16} {:<10} {:>13}  {:<7} {}\n",
-            j.id,
-            j.name,
-            state_name(j.state),
-            format!("{}/{}", p.step, p.total_steps),
-            j.device,
-            time(&j.created_at)
-        );
-    }
-    out
-}
-
-/// A job as readable text (or JSON).
-pub fn job_text(j: &pb::Job) -> String {
-    let p = j.progress.unwrap_or_default();
-    let mut out = format!(
-        "id          {}\nname        {}\nstate       {}\ndevice      {}\nprogress    {}/{} steps, {:.2} it/s, ETA {:.0} s\ncreated     {}\nstarted     {}\nfinished    {}\nrestarts    {}\n",
-        j.id,
-        j.name,
-        state_name(j.state),
-        j.device,
-        p.step,
-        p.total_steps,
-        p.steps_per_second,
-        p.eta_seconds,
-        time(&j.created_at),
-        time(&j.started_at),
-        time(&j.finished_at),
-        j.restarts
-    );
-    if !j.request_id.is_empty() {
-        out += &format!("request id  {}\n", j.request_id);
-    }
-    if !j.last_error.is_empty() {
-        out += &format!("last error  {}\n", j.last_error);
-    }
-    let metrics: BTreeMap<_, _> = j.metrics.iter().collect();
-    for (k, v) in metrics {
-        out += &format!("{k:<11} {v:.5}\n");
-    }
-    out
-}
-
-pub fn job_json(j: &pb::Job) -> serde_json::Value {
-    let p = j.progress.unwrap_or_default();
-    let metrics: BTreeMap<_, _> = j.metrics.iter().collect();
-    serde_json::json!({
-        "id": j.id,
-        "name": j.name,
-        "state": state_name(j.state),
-        "request_id": j.request_id,
-        "device": j.device,
-        "created_at": time(&j.created_at),
-        "started_at": time(&j.started_at),
-        "finished_at": time(&j.finished_at),
-        "last_error": j.last_error,
-        "progress": {
-            "step": p.step,
-            "total_steps": p.total_steps,
-            "steps_per_second": p.steps_per_second,
-            "eta_seconds": p.eta_seconds,
-            "last_seq": p.last_seq,
-        },
-        "restarts": j.restarts,
-        "metrics": metrics,
-        "submitted_spec": j.submitted_spec,
-        "resolved_spec": j.resolved_spec,
-    })
-}
-
-/// Metric points as CSV (`seq,step,wall_time,split,series,value`).
-pub fn metrics_csv(points: &[MetricPoint]) -> String {
-    let mut out = String::from("seq,step,wall_time,split,series,value\n");
-    for p in points {
-        out += &format!(
-            "{},{},{:.3},{},{},{}\n",
-            p.seq, p.step, p.wall, p.split, p.series, p.value
-        );
-    }
-    out
-}
-
-/// Metric points as aligned text.
-pub fn metrics_text(points: &[MetricPoint]) -> String {
-    let mut out = format!(
-        "{:>7} {:>8} {:<5} {:<14} {}\n",
-        "SEQ", "STEP", "SPLIT", "SERIES", "VALUE"
-    );
-    for p in points {
-        out += &format!(
-            "{:>7} {:>8} {:<5} {:<14} {:.6}\n",
-            p.seq, p.step, p.split, p.series, p.value
-        );
-    }
-    out
 }
 
 /// Follows a job until it ends: a progress bar with the latest losses, reconnecting from the

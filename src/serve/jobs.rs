@@ -12,10 +12,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use super::config::{JobsConfig, ServerConfig, StorageConfig};
 use super::prom::Prom;
-use super::store::{
-    now_ms, CheckpointRecord, JobRecord, ProgressUpdate, State, Store, StoreUrl, TakenOver,
-};
+use super::store::{now_ms, CheckpointRecord, JobRecord, ProgressUpdate, State, Store, TakenOver};
 use crate::artifact::{self, Manifest};
 use crate::config::{JobSpec, Weights};
 use crate::train::{self, checkpoint, Control, Event, StopReason, TrainOptions, TrainSummary};
@@ -28,29 +27,6 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 /// Metric points are written to the store in batches at most this often (and before every
 /// progress write, checkpoint and the end): the delay a metric stream may see.
 const POINTS_EVERY: Duration = Duration::from_millis(200);
-
-/// What the job manager is configured with.
-#[derive(Debug, Clone)]
-pub struct ManagerOptions {
-    /// Jobs live in `<data_dir>/jobs/<id>/` (shared by every replica of a shared store).
-    pub data_dir: PathBuf,
-    /// The job store.
-    pub store: StoreUrl,
-    /// This server's name in job leases; a server restarted under the same name takes its
-    /// jobs back at once instead of waiting for their leases to run out.
-    pub replica_id: String,
-    /// How long a job's lease lasts without renewal (renewed every quarter of it, at most
-    /// every second).
-    pub lease: Duration,
-    /// Exported models go to `<model_dir>/<name>/`.
-    pub model_dir: PathBuf,
-    /// Devices jobs may use: `cpu`, `cuda:N`.
-    pub devices: Vec<String>,
-    /// Jobs that may run at once on the CPU (GPUs run one each).
-    pub cpu_jobs: usize,
-    /// Canonical directories job data paths must lie in (empty: anywhere).
-    pub data_roots: Vec<PathBuf>,
-}
 
 /// A job with a thread.
 struct Running {
@@ -109,7 +85,18 @@ pub struct Exported {
 }
 
 pub struct Manager {
-    opts: ManagerOptions,
+    /// Where jobs live: `<data_dir>/jobs/<id>/` (shared by every replica of a shared store).
+    storage: StorageConfig,
+    /// Devices, CPU slots and the lease.
+    jobs: JobsConfig,
+    /// This server's name in job leases ([`JobsConfig::replica_id`], resolved once): a server
+    /// restarted under the same name takes its jobs back at once instead of waiting for their
+    /// leases to run out.
+    replica_id: String,
+    /// Exported models go to `<model_dir>/<name>/`.
+    model_dir: PathBuf,
+    /// Canonical directories job data paths must lie in (empty: anywhere).
+    data_roots: Vec<PathBuf>,
     store: Store,
     prom: Arc<Prom>,
     inner: Mutex<Inner>,
@@ -126,19 +113,28 @@ impl Manager {
     /// Opens the store, takes back the jobs this server's previous run held (all running
     /// jobs, with SQLite) — back to the queue when they have a checkpoint, FAILED with the
     /// reason when not — and starts the thread that renews leases and claims work.
-    pub fn open(opts: ManagerOptions, prom: Arc<Prom>) -> Result<Arc<Self>> {
-        for dir in [&opts.data_dir, &opts.model_dir] {
+    /// `cfg` has been validated ([`ServerConfig::validate`]); the manager keeps its storage
+    /// and jobs sections.
+    pub fn open(cfg: &ServerConfig, prom: Arc<Prom>) -> Result<Arc<Self>> {
+        let (storage, jobs) = (cfg.storage.clone(), cfg.jobs.clone());
+        let url = storage.store_url()?;
+        let replica_id = jobs.replica_id();
+        tracing::info!(store = %url.redacted(), replica = %replica_id, "job store");
+        let data_roots = jobs.canonical_data_roots()?;
+        let model_dir = storage.model_dir();
+        for dir in [&storage.data_dir, &model_dir] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let probe = opts.data_dir.join(".write-probe");
+        let probe = storage.data_dir.join(".write-probe");
         std::fs::write(&probe, b"ok").map_err(|e| Error::io(&probe, e))?;
         let _ = std::fs::remove_file(&probe);
-        if opts.replica_id.is_empty() {
-            return Err(Error::config("--replica-id", "must not be empty"));
-        }
-        let store = Store::connect(&opts.store)?;
+        let store = Store::connect(&url)?;
         let mgr = Arc::new(Self {
-            opts,
+            storage,
+            jobs,
+            replica_id,
+            model_dir,
+            data_roots,
             store,
             prom,
             inner: Mutex::new(Inner::default()),
@@ -146,7 +142,7 @@ impl Manager {
             shutting_down: AtomicBool::new(false),
         });
         let mine = if mgr.store.is_shared() {
-            Some(mgr.opts.replica_id.as_str())
+            Some(mgr.replica_id.as_str())
         } else {
             None // one server per SQLite file: every lease in it was this server's
         };
@@ -154,7 +150,7 @@ impl Manager {
         mgr.take_over_expired()?;
         mgr.refresh_gauges();
         let weak = Arc::downgrade(&mgr);
-        let tick = (mgr.opts.lease / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        let tick = (mgr.jobs.lease() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         std::thread::Builder::new()
             .name("jobs-lease".into())
             .spawn(move || coordinate(weak, tick))
@@ -167,7 +163,7 @@ impl Manager {
     }
 
     pub fn job_dir(&self, id: &str) -> PathBuf {
-        self.opts.data_dir.join("jobs").join(id)
+        self.storage.data_dir.join("jobs").join(id)
     }
 
     pub fn metric_log(&self, id: &str) -> PathBuf {
@@ -175,13 +171,13 @@ impl Manager {
     }
 
     fn lease_end(&self) -> i64 {
-        now_ms() + self.opts.lease.as_millis() as i64
+        now_ms() + self.jobs.lease().as_millis() as i64
     }
 
     /// The time after which a run under a lease ending at `until` stops writing: a quarter
     /// lease before the end, so a step in flight finishes before another replica may start.
     fn fence(&self, until: i64) -> i64 {
-        until - self.opts.lease.as_millis() as i64 / 4
+        until - self.jobs.lease().as_millis() as i64 / 4
     }
 
     /// Takes over every job whose lease ran out (its server died or lost the store): a
@@ -277,18 +273,18 @@ impl Manager {
         let base = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         spec.resolve_paths(&base);
         let mut problems = spec.problems();
-        if self.opts.data_roots.is_empty() {
+        if self.data_roots.is_empty() {
             problems.extend(spec.missing_paths());
         } else {
-            problems.extend(spec.confine_paths(&self.opts.data_roots));
+            problems.extend(spec.confine_paths(&self.data_roots));
         }
-        if !self.opts.devices.contains(&spec.device) {
+        if !self.jobs.devices.contains(&spec.device) {
             problems.push(Error::config(
                 "device",
                 format!(
                     "`{}` is not one of this server's devices ({})",
                     spec.device,
-                    self.opts.devices.join(", ")
+                    self.jobs.devices.join(", ")
                 ),
             ));
         }
@@ -337,13 +333,13 @@ impl Manager {
                 break;
             }
             let free: Vec<String> = self
-                .opts
+                .jobs
                 .devices
                 .iter()
                 .filter(|d| {
                     let busy = inner.running.values().filter(|r| &r.device == *d).count();
                     busy < if d.as_str() == "cpu" {
-                        self.opts.cpu_jobs
+                        self.jobs.cpu_jobs
                     } else {
                         1
                     }
@@ -352,7 +348,7 @@ impl Manager {
                 .collect();
             let Some(job) = self
                 .store
-                .claim(&self.opts.replica_id, &free, self.lease_end())?
+                .claim(&self.replica_id, &free, self.lease_end())?
             else {
                 break;
             };
@@ -363,7 +359,7 @@ impl Manager {
                 inner.live.remove(&id);
                 self.store.finish(
                     &id,
-                    &self.opts.replica_id,
+                    &self.replica_id,
                     State::Failed,
                     Some(&format!("could not start: {e}")),
                 )?;
@@ -386,7 +382,7 @@ impl Manager {
         let until = self.lease_end();
         let held: HashMap<String, State> = self
             .store
-            .renew(&self.opts.replica_id, &ids, until)?
+            .renew(&self.replica_id, &ids, until)?
             .into_iter()
             .collect();
         let inner = self.inner();
@@ -401,7 +397,7 @@ impl Manager {
                     let taken = self
                         .store
                         .get(&id)?
-                        .is_some_and(|j| !j.state.is_terminal() && j.owner != self.opts.replica_id);
+                        .is_some_and(|j| !j.state.is_terminal() && j.owner != self.replica_id);
                     if !taken {
                         continue;
                     }
@@ -515,7 +511,7 @@ impl Manager {
         let mut pending: Vec<train::MetricPoint> = Vec::new();
         let mut flushed = Instant::now();
         let live = self.inner().live.get(&id).cloned();
-        let owner = self.opts.replica_id.clone();
+        let owner = self.replica_id.clone();
         let report = |r: Result<()>| {
             if let Err(e) = r {
                 tracing::error!(job = %id, error = %e, "could not record progress");
@@ -656,7 +652,7 @@ impl Manager {
     fn record_end(&self, id: &str, state: State, error: Option<&str>) {
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=5 {
-            match self.store.finish(id, &self.opts.replica_id, state, error) {
+            match self.store.finish(id, &self.replica_id, state, error) {
                 Ok(true) => return,
                 Ok(false) => {
                     tracing::error!(job = %id, "the job's lease went to another replica before its end was recorded");
@@ -812,7 +808,7 @@ impl Manager {
             name.to_string()
         };
         super::registry::check_name(&name)?;
-        let dir = self.opts.model_dir.join(&name);
+        let dir = self.model_dir.join(&name);
         if dir.join(artifact::MANIFEST_FILE).exists() {
             let (_, m) = artifact::read_manifest(&dir)?;
             if m.source_job.as_deref() == Some(id) && m.step == chosen.step && m.weights == weights
@@ -825,7 +821,7 @@ impl Manager {
             }
             return Err(Error::AlreadyExists(format!(
                 "model `{name}` in {} holds other weights; choose another name",
-                self.opts.model_dir.display()
+                self.model_dir.display()
             )));
         }
         let manifest = train::export_checkpoint(&chosen.path, &dir, weights, Some(id.to_string()))?;

@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod batcher;
 pub mod client;
+pub mod config;
 pub mod jobs;
 pub mod prom;
 pub mod registry;
@@ -12,9 +13,8 @@ pub mod store;
 pub mod training;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -22,7 +22,8 @@ use tonic_health::ServingStatus;
 
 use crate::pb;
 use crate::{Error, Result};
-use jobs::{Manager, ManagerOptions};
+pub use config::ServerConfig;
+use jobs::Manager;
 
 /// Health service name of the training service (readiness).
 pub const TRAINING_SERVICE: &str = "noiseda.v1.Training";
@@ -44,79 +45,6 @@ impl Role {
     }
     fn restore(self) -> bool {
         matches!(self, Role::All | Role::Restore)
-    }
-}
-
-/// Settings of the Restore side.
-#[derive(Debug, Clone)]
-pub struct RestoreOptions {
-    pub device: String,
-    pub batch: batcher::BatchOptions,
-    pub limits: restore::Limits,
-    /// Model to make the default at start (else the first loaded, by name).
-    pub default_model: Option<String>,
-}
-
-/// Server settings (the `noiseda serve` flags).
-#[derive(Debug, Clone)]
-pub struct ServeOptions {
-    pub listen: SocketAddr,
-    /// Prometheus `GET /metrics` address.
-    pub metrics_listen: SocketAddr,
-    pub role: Role,
-    pub data_dir: PathBuf,
-    /// The job store: `sqlite` (`<data_dir>/noiseda.db`), `sqlite:PATH` or `postgres://…`.
-    pub store: String,
-    /// This server's name in job leases (unique among the replicas of a shared store).
-    pub replica_id: String,
-    /// How long a job's lease lasts without renewal.
-    pub lease: Duration,
-    /// How often the Restore side looks for new artifacts in the model directory (zero: never).
-    pub model_poll: Duration,
-    pub model_dir: PathBuf,
-    pub devices: Vec<String>,
-    pub cpu_jobs: usize,
-    /// Directories that job data paths must lie in (empty: anywhere on the machine).
-    pub data_roots: Vec<PathBuf>,
-    /// Largest gRPC message accepted or sent, in bytes.
-    pub payload_limit: usize,
-    /// How long running jobs get to checkpoint after SIGTERM.
-    pub shutdown_grace: Duration,
-    /// After SIGTERM, how long the server keeps its connections open answering new calls
-    /// UNAVAILABLE (readiness already off) before it stops accepting them, so clients and load
-    /// balancers see the refusal rather than a dropped connection.
-    pub drain_delay: Duration,
-    pub restore: RestoreOptions,
-    /// Key file (TOML `[[key]]` entries); without it every call is accepted.
-    pub api_keys: Option<PathBuf>,
-    /// Certificate and key to serve TLS with (and a client CA for mTLS).
-    pub tls: Option<auth::TlsFiles>,
-}
-
-impl ServeOptions {
-    fn check(&self) -> Result<()> {
-        let mut bad = Vec::new();
-        if self.devices.is_empty() {
-            bad.push(Error::config("--devices", "give at least one device"));
-        }
-        for d in &self.devices {
-            if let Err(e) = crate::device::parse(d) {
-                bad.push(Error::config("--devices", e.to_string()));
-            }
-        }
-        if self.lease < Duration::from_millis(300) {
-            bad.push(Error::config("--lease-ms", "must be at least 300 ms"));
-        }
-        if self.cpu_jobs == 0 {
-            bad.push(Error::config("--cpu-jobs", "must be at least 1"));
-        }
-        if self.payload_limit < 1024 {
-            bad.push(Error::config(
-                "--payload-limit",
-                "must be at least 1024 bytes",
-            ));
-        }
-        Error::from_problems(bad)
     }
 }
 
@@ -157,124 +85,43 @@ pub async fn termination() {
     }
 }
 
+/// What `serve` starts before it binds: the job manager and the model registry (each when its
+/// role runs), the metrics, health and the shutdown signal.
+struct Parts {
+    manager: Option<Arc<Manager>>,
+    registry: Option<Arc<registry::Registry>>,
+    prom: Arc<prom::Prom>,
+    health: tonic_health::server::HealthReporter,
+    shutdown_tx: watch::Sender<bool>,
+    shutdown_rx: watch::Receiver<bool>,
+}
+
 /// Runs the server until `stop` resolves, then drains: readiness goes NOT_SERVING, metric
 /// streams end (clients reconnect with their last seq), running jobs checkpoint within the
-/// grace period. `ready` receives the bound (gRPC, metrics) addresses once serving.
+/// grace period. `ready` receives the bound (gRPC, metrics) addresses once serving. The
+/// config is validated first.
 pub async fn serve(
-    opts: ServeOptions,
+    cfg: ServerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr, SocketAddr),
 ) -> Result<()> {
-    opts.check()?;
-    let (keys, tls) = (opts.api_keys.clone(), opts.tls.clone());
-    let (keys, tls) = tokio::task::spawn_blocking(move || -> Result<_> {
-        Ok((
-            keys.as_deref().map(auth::ApiKeys::load).transpose()?,
-            tls.as_ref()
-                .map(auth::TlsFiles::server_config)
-                .transpose()?,
-        ))
-    })
-    .await
-    .map_err(|e| Error::Unavailable(format!("reading the key and TLS files failed: {e}")))??;
-    if keys.is_none() {
-        tracing::warn!("no --api-keys: every call is accepted");
-    }
-    // Every device this process may use opens now (a GPU that is not there stops the start).
-    let mut names: Vec<String> = Vec::new();
-    if opts.role.training() {
-        names.extend(opts.devices.iter().cloned());
-    }
-    if opts.role.restore() && !names.contains(&opts.restore.device) {
-        names.push(opts.restore.device.clone());
-    }
-    for d in tokio::task::spawn_blocking(move || {
-        names
-            .iter()
-            .map(|n| crate::device::describe(n))
-            .collect::<Result<Vec<_>>>()
-    })
-    .await
-    .map_err(|e| Error::Unavailable(format!("opening the devices failed: {e}")))??
-    {
-        tracing::info!(device = %d, "device");
-    }
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+    let (keys, tls) = load_auth(&cfg).await?;
+    open_devices(&cfg).await?;
     let prom = Arc::new(prom::Prom::new());
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_service_status("", ServingStatus::Serving)
-        .await;
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-    let manager = if opts.role.training() {
-        let store = store::StoreUrl::parse(&opts.store, &opts.data_dir)?;
-        tracing::info!(store = %store.redacted(), replica = %opts.replica_id, "job store");
-        let (mopts, prom) = (
-            ManagerOptions {
-                data_dir: opts.data_dir.clone(),
-                store,
-                replica_id: opts.replica_id.clone(),
-                lease: opts.lease,
-                model_dir: opts.model_dir.clone(),
-                devices: opts.devices.clone(),
-                cpu_jobs: opts.cpu_jobs,
-                data_roots: opts
-                    .data_roots
-                    .iter()
-                    .map(|r| match r.canonicalize() {
-                        Ok(c) if c.is_dir() => Ok(c),
-                        Ok(_) => Err(Error::config(
-                            "--data-roots",
-                            format!("{} is not a directory", r.display()),
-                        )),
-                        Err(e) => Err(Error::config(
-                            "--data-roots",
-                            format!("{}: {e}", r.display()),
-                        )),
-                    })
-                    .collect::<Result<Vec<_>>>()?,
-            },
-            prom.clone(),
-        );
-        Some(
-            tokio::task::spawn_blocking(move || Manager::open(mopts, prom))
-                .await
-                .map_err(|e| Error::Unavailable(format!("job manager did not start: {e}")))??,
-        )
-    } else {
-        None
-    };
-    let registry = if opts.role.restore() {
-        let device = crate::device::open(&opts.restore.device)?;
-        std::fs::create_dir_all(&opts.model_dir).map_err(|e| Error::io(&opts.model_dir, e))?;
-        let registry = Arc::new(registry::Registry::new(
-            opts.model_dir.clone(),
-            device,
-            opts.restore.batch,
-            prom.clone(),
-        ));
-        let (r, default) = (registry.clone(), opts.restore.default_model.clone());
-        let names = tokio::task::spawn_blocking(move || r.load_all(default.as_deref()))
-            .await
-            .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
-        tracing::info!(models = ?names, "restore models loaded");
-        if opts.restore.default_model.is_none() {
-            let r = registry.clone();
-            tokio::task::spawn_blocking(move || r.follow_default_file())
-                .await
-                .map_err(|e| Error::Unavailable(format!("model registry did not start: {e}")))??;
-        }
-        if !opts.model_poll.is_zero() {
-            tokio::spawn(registry::watch(
-                registry.clone(),
-                opts.model_poll,
-                shutdown_rx.clone(),
-            ));
-        }
-        restore::publish_readiness(&health_reporter, &registry, &shutdown_rx).await;
-        Some(registry)
-    } else {
-        None
+    let manager = start_manager(&cfg, &prom).await?;
+    let registry = start_registry(&cfg, &prom, &health, &shutdown_rx).await?;
+    let parts = Parts {
+        manager,
+        registry,
+        prom,
+        health,
+        shutdown_tx,
+        shutdown_rx,
     };
 
     let reflection = tonic_reflection::server::Builder::configure()
@@ -282,111 +129,54 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .map_err(|e| Error::InvalidArgument(format!("reflection: {e}")))?;
-    let limit = opts.payload_limit;
-    let training = manager.as_ref().map(|m| {
+    let limit = cfg.network.payload_limit;
+    let training = parts.manager.as_ref().map(|m| {
         pb::training_server::TrainingServer::new(training::TrainingService::new(
             m.clone(),
-            shutdown_rx.clone(),
+            parts.shutdown_rx.clone(),
         ))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
     });
-    let (restore_svc, models_svc) = match &registry {
+    let (restore_svc, models_svc) = match &parts.registry {
         Some(r) => {
-            let o = &opts.restore;
-            let info = pb::ServerInfoResponse {
-                version: env!("CARGO_PKG_VERSION").to_string(),
-                device: o.device.clone(),
-                roles: [("training", opts.role.training()), ("restore", true)]
-                    .into_iter()
-                    .filter(|(_, on)| *on)
-                    .map(|(n, _)| n.to_string())
-                    .collect(),
-                payload_limit: limit as u64,
-                max_batch_size: o.batch.max_batch_size as u32,
-                max_batch_pixels: o.batch.max_batch_pixels as u64,
-                max_batch_wait_us: o.batch.max_batch_wait.as_micros() as u64,
-                max_queue: o.batch.max_queue as u32,
-                max_image_pixels: o.limits.max_image_pixels as u64,
-                max_input_pixels: o.limits.max_input_pixels as u64,
-                tile_size: o.limits.tile_size as u32,
-                tile_overlap: o.limits.tile_overlap as u32,
-                max_images_per_request: o.limits.max_images_per_request as u32,
-                default_model: String::new(),
-            };
-            (
-                Some(
-                    pb::restore_server::RestoreServer::new(restore::RestoreService::new(
-                        r.clone(),
-                        o.limits,
-                        prom.clone(),
-                        shutdown_rx.clone(),
-                    ))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
-                ),
-                Some(
-                    pb::models_server::ModelsServer::new(restore::ModelsService::new(
-                        r.clone(),
-                        info,
-                        health_reporter.clone(),
-                        shutdown_rx.clone(),
-                    ))
-                    .max_decoding_message_size(limit)
-                    .max_encoding_message_size(limit),
-                ),
-            )
+            let (restore, models) = restore_services(&cfg, r, &parts);
+            (Some(restore), Some(models))
         }
         None => (None, None),
     };
 
-    let listener = tokio::net::TcpListener::bind(opts.listen)
+    let listen = cfg.network.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| Error::io(format!("listen address {}", opts.listen), e))?;
+        .map_err(|e| Error::io(format!("listen address {listen}"), e))?;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::io(format!("listen address {}", opts.listen), e))?;
-    let mut metrics_stop = shutdown_rx.clone();
-    let (metrics_addr, metrics_server) = prom::bind(opts.metrics_listen, prom, async move {
-        let _ = metrics_stop.wait_for(|s| *s).await;
-    })
-    .await?;
+        .map_err(|e| Error::io(format!("listen address {listen}"), e))?;
+    let mut metrics_stop = parts.shutdown_rx.clone();
+    let (metrics_addr, metrics_server) =
+        prom::bind(cfg.network.metrics_listen, parts.prom.clone(), async move {
+            let _ = metrics_stop.wait_for(|s| *s).await;
+        })
+        .await?;
     let metrics_task = tokio::spawn(metrics_server);
 
-    if let Some(m) = &manager {
+    if let Some(m) = &parts.manager {
         let m = m.clone();
         tokio::task::spawn_blocking(move || m.schedule())
             .await
             .map_err(|e| Error::Unavailable(format!("scheduler did not start: {e}")))??;
-        health_reporter
+        parts
+            .health
             .set_service_status(TRAINING_SERVICE, ServingStatus::Serving)
             .await;
     }
-    tracing::info!(%addr, %metrics_addr, role = ?opts.role, data_dir = %opts.data_dir.display(), "serving");
+    tracing::info!(%addr, %metrics_addr, role = ?cfg.network.role, data_dir = %cfg.storage.data_dir.display(), "serving");
     ready(addr, metrics_addr);
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<Instant>();
-    let drain_delay = opts.drain_delay.min(opts.shutdown_grace);
-    let drain = {
-        let health = health_reporter.clone();
-        let m = manager.clone();
-        async move {
-            stop.await;
-            let _ = draining_tx.send(Instant::now());
-            tracing::info!("shutting down: readiness off, streams ending, jobs checkpointing");
-            // Draining first, so a model change racing with the drain cannot report ready.
-            let _ = shutdown_tx.send(true);
-            for service in [TRAINING_SERVICE, RESTORE_SERVICE] {
-                health
-                    .set_service_status(service, ServingStatus::NotServing)
-                    .await;
-            }
-            if let Some(m) = m {
-                let _ = tokio::task::spawn_blocking(move || m.begin_shutdown()).await;
-            }
-            tokio::time::sleep(drain_delay).await;
-        }
-    };
+    let manager = parts.manager.clone();
+    let drain = drain(&cfg, parts, stop, draining_tx);
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
         builder = builder
@@ -405,7 +195,7 @@ pub async fn serve(
     // In-flight calls get the grace period to finish; calls that never end by themselves
     // (health Watch streams, idle RestoreStreams of clients that do not hang up) do not hold the
     // process beyond it.
-    let grace = opts.shutdown_grace;
+    let grace = cfg.network.shutdown_grace();
     let started_draining = tokio::select! {
         r = server => {
             r.map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))?;
@@ -430,4 +220,189 @@ pub async fn serve(
     let _ = metrics_task.await;
     tracing::info!(jobs_left_running = left, "stopped");
     Ok(())
+}
+
+/// Reads the API key file and the TLS files (off the runtime).
+async fn load_auth(
+    cfg: &ServerConfig,
+) -> Result<(
+    Option<auth::ApiKeys>,
+    Option<tonic::transport::ServerTlsConfig>,
+)> {
+    let (keys, tls) = (cfg.auth.api_keys.clone(), cfg.auth.tls());
+    let (keys, tls) = tokio::task::spawn_blocking(move || -> Result<_> {
+        Ok((
+            keys.as_deref().map(auth::ApiKeys::load).transpose()?,
+            tls.as_ref()
+                .map(auth::TlsFiles::server_config)
+                .transpose()?,
+        ))
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("reading the key and TLS files failed: {e}")))??;
+    if keys.is_none() {
+        tracing::warn!("no --api-keys: every call is accepted");
+    }
+    Ok((keys, tls))
+}
+
+/// Opens every device this process may use now (a GPU that is not there stops the start).
+async fn open_devices(cfg: &ServerConfig) -> Result<()> {
+    let role = cfg.network.role;
+    let mut names: Vec<String> = Vec::new();
+    if role.training() {
+        names.extend(cfg.jobs.devices.iter().cloned());
+    }
+    if role.restore() && !names.contains(&cfg.restore.restore_device) {
+        names.push(cfg.restore.restore_device.clone());
+    }
+    for d in tokio::task::spawn_blocking(move || {
+        names
+            .iter()
+            .map(|n| crate::device::describe(n))
+            .collect::<Result<Vec<_>>>()
+    })
+    .await
+    .map_err(|e| Error::Unavailable(format!("opening the devices failed: {e}")))??
+    {
+        tracing::info!(device = %d, "device");
+    }
+    Ok(())
+}
+
+/// The job manager, when the Training role runs.
+async fn start_manager(
+    cfg: &Arc<ServerConfig>,
+    prom: &Arc<prom::Prom>,
+) -> Result<Option<Arc<Manager>>> {
+    if !cfg.network.role.training() {
+        return Ok(None);
+    }
+    let (cfg, prom) = (cfg.clone(), prom.clone());
+    Ok(Some(
+        tokio::task::spawn_blocking(move || Manager::open(&cfg, prom))
+            .await
+            .map_err(|e| Error::Unavailable(format!("job manager did not start: {e}")))??,
+    ))
+}
+
+/// The model registry with its models loaded and followed, when the Restore role runs.
+async fn start_registry(
+    cfg: &ServerConfig,
+    prom: &Arc<prom::Prom>,
+    health: &tonic_health::server::HealthReporter,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> Result<Option<Arc<registry::Registry>>> {
+    if !cfg.network.role.restore() {
+        return Ok(None);
+    }
+    let o = &cfg.restore;
+    let device = crate::device::open(&o.restore_device)?;
+    let model_dir = cfg.storage.model_dir();
+    std::fs::create_dir_all(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
+    let registry = Arc::new(registry::Registry::new(
+        model_dir,
+        device,
+        o.batch,
+        prom.clone(),
+    ));
+    let not_started = |e| Error::Unavailable(format!("model registry did not start: {e}"));
+    let (r, default) = (registry.clone(), o.default_model.clone());
+    let names = tokio::task::spawn_blocking(move || r.load_all(default.as_deref()))
+        .await
+        .map_err(not_started)??;
+    tracing::info!(models = ?names, "restore models loaded");
+    if o.default_model.is_none() {
+        let r = registry.clone();
+        tokio::task::spawn_blocking(move || r.follow_default_file())
+            .await
+            .map_err(not_started)??;
+    }
+    if !o.model_poll().is_zero() {
+        tokio::spawn(registry::watch(
+            registry.clone(),
+            o.model_poll(),
+            shutdown_rx.clone(),
+        ));
+    }
+    restore::publish_readiness(health, &registry, shutdown_rx).await;
+    Ok(Some(registry))
+}
+
+type RestoreServer = pb::restore_server::RestoreServer<restore::RestoreService>;
+type ModelsServer = pb::models_server::ModelsServer<restore::ModelsService>;
+
+/// The Restore and Models gRPC services over `registry`.
+fn restore_services(
+    cfg: &ServerConfig,
+    registry: &Arc<registry::Registry>,
+    parts: &Parts,
+) -> (RestoreServer, ModelsServer) {
+    let (o, limit) = (&cfg.restore, cfg.network.payload_limit);
+    let (b, l) = (&o.batch, &o.limits);
+    let info = pb::ServerInfoResponse {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        device: o.restore_device.clone(),
+        roles: [("training", cfg.network.role.training()), ("restore", true)]
+            .into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(n, _)| n.to_string())
+            .collect(),
+        payload_limit: limit as u64,
+        max_batch_size: b.max_batch_size as u32,
+        max_batch_pixels: b.max_batch_pixels as u64,
+        max_batch_wait_us: b.max_batch_wait_us,
+        max_queue: b.max_queue as u32,
+        max_image_pixels: l.max_image_pixels as u64,
+        max_input_pixels: l.max_input_pixels as u64,
+        tile_size: l.tile_size as u32,
+        tile_overlap: l.tile_overlap as u32,
+        max_images_per_request: l.max_images_per_request as u32,
+        default_model: String::new(),
+    };
+    let restore = pb::restore_server::RestoreServer::new(restore::RestoreService::new(
+        registry.clone(),
+        *l,
+        parts.prom.clone(),
+        parts.shutdown_rx.clone(),
+    ))
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    let models = pb::models_server::ModelsServer::new(restore::ModelsService::new(
+        registry.clone(),
+        info,
+        parts.health.clone(),
+        parts.shutdown_rx.clone(),
+    ))
+    .max_decoding_message_size(limit)
+    .max_encoding_message_size(limit);
+    (restore, models)
+}
+
+/// Resolves when `stop` has resolved and the drain is done: readiness off, streams told to
+/// end, jobs told to checkpoint, then `--drain-delay-ms` of answering UNAVAILABLE.
+fn drain(
+    cfg: &ServerConfig,
+    parts: Parts,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    draining_tx: tokio::sync::oneshot::Sender<Instant>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let drain_delay = cfg.network.drain_delay().min(cfg.network.shutdown_grace());
+    async move {
+        stop.await;
+        let _ = draining_tx.send(Instant::now());
+        tracing::info!("shutting down: readiness off, streams ending, jobs checkpointing");
+        // Draining first, so a model change racing with the drain cannot report ready.
+        let _ = parts.shutdown_tx.send(true);
+        for service in [TRAINING_SERVICE, RESTORE_SERVICE] {
+            parts
+                .health
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
+        if let Some(m) = parts.manager {
+            let _ = tokio::task::spawn_blocking(move || m.begin_shutdown()).await;
+        }
+        tokio::time::sleep(drain_delay).await;
+    }
 }

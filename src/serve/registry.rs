@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 use candle::Device;
 use tokio::sync::{oneshot, Semaphore};
 
-use super::batcher::{BatchOptions, Batcher, Job};
+use super::batcher::{Batcher, Job};
+use super::config::BatchConfig;
 use super::prom::Prom;
 use crate::artifact::{self, Manifest};
 use crate::data::Image;
@@ -40,14 +41,14 @@ pub struct Registry {
     failed: std::sync::Mutex<HashMap<String, SystemTime>>,
     model_dir: PathBuf,
     device: Device,
-    batch: BatchOptions,
+    batch: BatchConfig,
     prom: Arc<Prom>,
     /// Server-wide bound on queued images (each queued image holds one permit).
     pub permits: Arc<Semaphore>,
 }
 
 impl Registry {
-    pub fn new(model_dir: PathBuf, device: Device, batch: BatchOptions, prom: Arc<Prom>) -> Self {
+    pub fn new(model_dir: PathBuf, device: Device, batch: BatchConfig, prom: Arc<Prom>) -> Self {
         Self {
             models: RwLock::new(Models::default()),
             failed: Default::default(),
@@ -67,7 +68,7 @@ impl Registry {
         &self.device
     }
 
-    pub fn batch_options(&self) -> BatchOptions {
+    pub fn batch_options(&self) -> BatchConfig {
         self.batch
     }
 

@@ -12,6 +12,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::batcher::{Done, Job};
+use super::config::LimitsConfig;
 use super::prom::Prom;
 use super::registry::{Registry, Served};
 use crate::data::Image;
@@ -22,22 +23,9 @@ use crate::{Error, Result};
 /// Requests of one RestoreStream being worked on at once (responses stay in order).
 const STREAM_IN_FLIGHT: usize = 8;
 
-/// Request limits of the Restore service.
-#[derive(Debug, Clone, Copy)]
-pub struct Limits {
-    /// Larger images are tiled (when a tile size is known) or rejected.
-    pub max_image_pixels: usize,
-    /// Larger images are always rejected, before decoding.
-    pub max_input_pixels: usize,
-    pub max_images_per_request: usize,
-    /// Server default tile size for large images (0 = reject them).
-    pub tile_size: usize,
-    pub tile_overlap: usize,
-}
-
 struct Inner {
     registry: Arc<Registry>,
-    limits: Limits,
+    limits: LimitsConfig,
     prom: Arc<Prom>,
 }
 
@@ -50,7 +38,7 @@ pub struct RestoreService {
 impl RestoreService {
     pub fn new(
         registry: Arc<Registry>,
-        limits: Limits,
+        limits: LimitsConfig,
         prom: Arc<Prom>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
@@ -107,7 +95,7 @@ pub struct Decoded {
     pub decode: Duration,
 }
 
-impl Limits {
+impl LimitsConfig {
     /// Pixel checks for a `width`×`height` input; the tiling it needs, if any.
     pub fn admit_size(
         &self,
