@@ -8,11 +8,11 @@ use std::path::Path;
 use std::time::{Duration, UNIX_EPOCH};
 
 use noiseda::bench::ParityRow;
+use noiseda::client;
 use noiseda::data::preview::Degraded;
 use noiseda::eval::EvalReport;
 use noiseda::experiment::ProbePoint;
 use noiseda::pb;
-use noiseda::serve::client;
 use noiseda::train::{MetricPoint, TrainSummary};
 use noiseda::Result;
 
@@ -27,8 +27,9 @@ pub fn json<T: serde::Serialize>(v: &T) {
 /// `demo`: the table of the input and the two restorers, the verdict and where the pictures are.
 pub fn demo_table(rows: &[noiseda::demo::Row], out: &Path) {
     println!(
-        "\nTwo held-out photos with simulated camera noise (a pipeline neither restorer \
-         trained on), restored by each (PSNR dB / SSIM; higher is better):"
+        "\nTwo held-out photos with simulated high-ISO camera noise (a pipeline neither \
+         restorer trained on), restored by each and scored against that camera's noiseless \
+         rendering (PSNR dB / SSIM; higher is better):"
     );
     println!(
         "{:<16} {:>9} {:>8} {:>8}  artifact",
