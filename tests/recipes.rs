@@ -222,6 +222,81 @@ fn baselines_script_scores_like_noiseda_eval() {
 }
 
 #[test]
+fn baselines_script_runs_ffdnet_in_numpy() {
+    use std::io::Write;
+    let python = std::env::var("NOISEDA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = Command::new(&python)
+        .args(["-c", "import numpy, PIL, skimage"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP baselines_script_runs_ffdnet_in_numpy: `{python}` cannot import numpy, PIL \
+             and skimage"
+        );
+        return;
+    }
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/baselines.py");
+    // 1. No network: the legacy-torch reader and the forward pass against a slow reference.
+    let o = Command::new(&python)
+        .arg(&script)
+        .arg("--self-test")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // 2. The pretrained weights (fetched once into ~/.cache/noiseda/ffdnet) on two σ = 15 pairs.
+    let tmp = tempfile::tempdir().unwrap();
+    let photos = common::write_photos(&tmp.path().join("photos"), 2, 40, 36);
+    let (gt, noisy) = (tmp.path().join("gt"), tmp.path().join("noisy"));
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::create_dir_all(&noisy).unwrap();
+    for (k, p) in noiseda::data::list_images(&photos)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned() + ".png";
+        let rgb = noiseda::data::load_rgb(p).unwrap();
+        rgb.save(gt.join(&name)).unwrap();
+        let mut lq = noiseda::data::Image::from_rgb8(&rgb);
+        let mut rng = noiseda::data::loader::step_rng(3, k as u64);
+        noiseda::data::augment::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
+        lq.to_rgb8().save(noisy.join(&name)).unwrap();
+    }
+    let o = Command::new(&python)
+        .arg(&script)
+        .args([
+            "--noisy",
+            noisy.to_str().unwrap(),
+            "--gt",
+            gt.to_str().unwrap(),
+        ])
+        .args(["--methods", "input,ffdnet", "--folds", "2", "--json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() && err.contains("FFDNet weights unavailable") {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIP baselines_script_runs_ffdnet_in_numpy (pretrained part): {}",
+            err.trim()
+        );
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let (input, ffdnet) = (&rows[0], &rows[1]);
+    assert_eq!(ffdnet["method"], "ffdnet");
+    let (a, b) = (
+        input["psnr"].as_f64().unwrap(),
+        ffdnet["psnr"].as_f64().unwrap(),
+    );
+    assert!(b > a + 2.0, "FFDNet {b} dB vs input {a} dB");
+    assert_eq!(ffdnet["params"].as_array().unwrap().len(), 2, "{ffdnet}");
+}
+
+#[test]
 fn experiment_tables_carry_the_baseline_rows() {
     let Some(python) = python_with_baselines() else {
         return;
