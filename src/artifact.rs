@@ -12,7 +12,6 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{DataRange, JobSpec, Weights};
 use crate::model::{self, ArchConfig, Restorer};
-use crate::pb;
 use crate::{Error, Result};
 
 pub const WEIGHTS_FILE: &str = "model.safetensors";
@@ -229,36 +228,4 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
         device: device.clone(),
         dir,
     })
-}
-
-impl From<&ArchConfig> for pb::ArchConfig {
-    fn from(a: &ArchConfig) -> Self {
-        let arch = match a {
-            ArchConfig::UNet(c) => pb::arch_config::Arch::Unet(pb::UNetConfig {
-                width: c.width as u32,
-                depth: c.depth as u32,
-                slope: c.slope as f32,
-            }),
-            ArchConfig::DnCnn(c) => pb::arch_config::Arch::Dncnn(pb::DnCnnConfig {
-                layers: c.layers as u32,
-                features: c.features as u32,
-            }),
-        };
-        Self { arch: Some(arch) }
-    }
-}
-
-impl From<&Manifest> for pb::ModelInfo {
-    fn from(m: &Manifest) -> Self {
-        Self {
-            name: m.name.clone(),
-            arch: Some((&m.arch).into()),
-            parameters: m.parameters,
-            sha256: m.sha256.clone(),
-            weights: m.weights.as_str().to_string(),
-            data_range: m.range.as_str().to_string(),
-            step: m.step,
-            metrics: m.metrics.iter().map(|(k, v)| (k.clone(), *v)).collect(),
-        }
-    }
 }

@@ -10,9 +10,11 @@ use sha2::{Digest, Sha256};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use super::auth::{KeyInterceptor, Remote};
+use crate::grpc::auth::{KeyInterceptor, Remote};
 
 use crate::config::JobSpec;
+use crate::grpc::convert;
+use crate::jobs::JobState;
 use crate::pb;
 use crate::pb::training_client::TrainingClient;
 use crate::train::MetricPoint;
@@ -143,7 +145,7 @@ impl Client {
             .into_inner();
         let mut out = Vec::new();
         while let Some(p) = stream.message().await.map_err(|s| self.err(s))? {
-            out.push(from_pb(p));
+            out.push(convert::metric_point_from_pb(p));
         }
         Ok(out)
     }
@@ -211,31 +213,9 @@ impl Client {
     }
 }
 
-pub fn from_pb(p: pb::MetricPoint) -> MetricPoint {
-    let split = match pb::Split::try_from(p.split) {
-        Ok(pb::Split::Val) => "val",
-        _ => "train",
-    };
-    MetricPoint {
-        seq: p.seq,
-        step: p.step,
-        wall: p.wall_time,
-        series: p.series,
-        split: split.to_string(),
-        value: p.value,
-    }
-}
-
+/// The name of a job state off the wire ("unspecified" for one this client does not know).
 pub fn state_name(state: i32) -> &'static str {
-    match pb::JobState::try_from(state) {
-        Ok(pb::JobState::Queued) => "queued",
-        Ok(pb::JobState::Running) => "running",
-        Ok(pb::JobState::Cancelling) => "cancelling",
-        Ok(pb::JobState::Completed) => "completed",
-        Ok(pb::JobState::Failed) => "failed",
-        Ok(pb::JobState::Cancelled) => "cancelled",
-        _ => "unspecified",
-    }
+    JobState::from_i32(state).map_or("unspecified", JobState::as_str)
 }
 
 /// `queued`, `running`, … (or `all`) to the proto enum.
@@ -244,21 +224,15 @@ pub fn parse_state(s: &str) -> Result<pb::JobState> {
     if s == "all" {
         return Ok(pb::JobState::Unspecified);
     }
-    (1..=6)
-        .filter_map(|v| pb::JobState::try_from(v).ok())
-        .find(|st| state_name(*st as i32) == s)
-        .ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "state `{s}`: expected all, queued, running, cancelling, completed, failed or cancelled"
-            ))
-        })
+    JobState::parse(&s).map(convert::job_state).ok_or_else(|| {
+        Error::InvalidArgument(format!(
+            "state `{s}`: expected all, queued, running, cancelling, completed, failed or cancelled"
+        ))
+    })
 }
 
 pub fn is_terminal(state: i32) -> bool {
-    matches!(
-        pb::JobState::try_from(state),
-        Ok(pb::JobState::Completed | pb::JobState::Failed | pb::JobState::Cancelled)
-    )
+    JobState::from_i32(state).is_some_and(JobState::is_terminal)
 }
 
 /// Follows a job until it ends: a progress bar with the latest losses, reconnecting from the

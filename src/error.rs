@@ -1,4 +1,4 @@
-//! The crate's one error type and its one mapping to a gRPC status.
+//! The crate's one error type. Its mapping to a gRPC status is `grpc::status`, the only one.
 
 use std::path::{Path, PathBuf};
 
@@ -70,6 +70,11 @@ pub enum Error {
     /// The data loader thread went away.
     #[error("data loader stopped: {0}")]
     Loader(String),
+    /// A fault of the server itself (a panic, a thread that ended without its result): the
+    /// detail is logged and kept where the server records it (a job's `last_error`); gRPC
+    /// clients get a generic message.
+    #[error("{0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -123,33 +128,6 @@ impl Error {
     }
 }
 
-impl Error {
-    /// The gRPC status code of this error (the one mapping of the crate).
-    pub fn code(&self) -> tonic::Code {
-        use tonic::Code;
-        match self {
-            Error::Config { .. }
-            | Error::Spec(_)
-            | Error::InvalidArgument(_)
-            | Error::Image { .. } => Code::InvalidArgument,
-            Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::Unavailable(_) | Error::Postgres(_) => Code::Unavailable,
-            Error::Overloaded(_) => Code::ResourceExhausted,
-            Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::Data(_)
-            | Error::Checkpoint(_)
-            | Error::Artifact(_)
-            | Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Io { .. } | Error::Tensor(_) | Error::Loader(_) | Error::Store(_) => {
-                Code::Internal
-            }
-        }
-    }
-}
-
 impl From<postgres::Error> for Error {
     fn from(e: postgres::Error) -> Self {
         let mut msg = e.to_string();
@@ -163,24 +141,5 @@ impl From<postgres::Error> for Error {
             cause = c.source();
         }
         Error::Postgres(msg)
-    }
-}
-
-impl From<Error> for tonic::Status {
-    fn from(err: Error) -> Self {
-        let msg = err.to_string();
-        let code = err.code();
-        if code == tonic::Code::Internal {
-            tracing::error!(error = %msg, "internal error");
-        }
-        let violations = err.field_violations();
-        if violations.is_empty() {
-            return tonic::Status::new(code, msg);
-        }
-        let mut details = tonic_types::ErrorDetails::new();
-        for (field, description) in violations {
-            details.add_bad_request_violation(field, description);
-        }
-        <tonic::Status as tonic_types::StatusExt>::with_error_details(code, msg, details)
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod artifact;
 pub mod bench;
+pub mod client;
 pub mod config;
 pub mod data;
 pub mod demo;
@@ -10,14 +11,16 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod grpc;
 pub mod infer;
+pub mod jobs;
 pub mod loadtest;
 pub mod method;
 pub mod metrics;
 pub mod model;
 pub mod pb;
 pub mod plot;
-pub mod serve;
+pub mod restore;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -13,10 +13,10 @@ use serde::Serialize;
 
 use crate::config::{DataRange, Weights};
 use crate::data::Image;
+use crate::grpc::config::{BatchConfig, LimitsConfig};
+use crate::grpc::{self, Role, ServerConfig};
 use crate::model::ArchConfig;
 use crate::pb;
-use crate::serve::config::{BatchConfig, LimitsConfig};
-use crate::serve::{self, Role, ServerConfig};
 use crate::{Error, Result};
 
 #[derive(Debug, Clone)]
@@ -210,7 +210,7 @@ async fn one_mode(
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
-    let server = tokio::spawn(serve::serve(
+    let server = tokio::spawn(grpc::serve(
         cfg,
         async move {
             let _ = stop_rx.await;

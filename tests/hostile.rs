@@ -10,9 +10,10 @@ use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use noiseda::grpc::config::LimitsConfig;
+use noiseda::grpc::convert::decode_input;
+use noiseda::jobs::SpecDocument;
 use noiseda::pb;
-use noiseda::serve::config::LimitsConfig;
-use noiseda::serve::jobs::SpecDocument;
 use noiseda::train::{self, TrainOptions};
 use proptest::prelude::*;
 use prost::Message;
@@ -39,10 +40,16 @@ fn image_target(bytes: &[u8]) -> Result<(), String> {
             data: bytes.to_vec(),
         })),
     };
-    decoded(limits().decode(0, &input, &pb::RestoreRequest::default(), 8))
+    decoded(decode_input(
+        &limits(),
+        0,
+        &input,
+        &pb::RestoreRequest::default(),
+        8,
+    ))
 }
 
-fn decoded(r: noiseda::Result<noiseda::serve::restore::Decoded>) -> Result<(), String> {
+fn decoded(r: noiseda::Result<noiseda::restore::codec::Decoded>) -> Result<(), String> {
     match r {
         Ok(d) => {
             assert!(d.image.width * d.image.height <= MAX_INPUT_PIXELS);
@@ -63,7 +70,7 @@ fn request_target(bytes: &[u8]) {
         return;
     };
     for (k, input) in req.images.iter().enumerate().take(4) {
-        let _ = decoded(limits().decode(k, input, &req, 8));
+        let _ = decoded(decode_input(&limits(), k, input, &req, 8));
     }
 }
 

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::server::{serve_refuses, Server};
+use noiseda::grpc::auth::Remote;
 use noiseda::pb;
-use noiseda::serve::auth::Remote;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use tonic::Code;
 

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use noiseda::serve::client::{self, Client};
+use noiseda::client::{self, Client};
 use noiseda::{pb, Error, Result};
 
 use super::{client_runtime, print, ClientAuth, WeightsArg, DEFAULT_SERVER};

@@ -5,7 +5,7 @@
 //! These are modules of the binary, not of the library: nothing but `main` calls the CLI, and
 //! keeping clap's command tree and the stdout formats out of `noiseda` leaves the library an
 //! API of values and errors. What the CLI shares with the server, the `noiseda serve` flags,
-//! is the library's [`noiseda::serve::ServerConfig`], parsed here as it is.
+//! is the library's [`noiseda::grpc::ServerConfig`], parsed here as it is.
 
 mod jobs;
 mod print;
@@ -16,8 +16,8 @@ mod train;
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use noiseda::serve::auth::Remote;
-use noiseda::serve::ServerConfig;
+use noiseda::grpc::auth::Remote;
+use noiseda::grpc::ServerConfig;
 use noiseda::Result;
 
 #[derive(Parser)]

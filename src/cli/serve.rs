@@ -1,11 +1,11 @@
-//! The server-side commands: `serve` (runs [`noiseda::serve::serve`] with its
+//! The server-side commands: `serve` (runs [`noiseda::grpc::serve`] with its
 //! [`ServerConfig`] as parsed), `health` (a grpc.health.v1 check for container probes) and
 //! `keygen` (API keys for `serve --api-keys`).
 
 use std::path::PathBuf;
 
-use noiseda::serve::auth::{self, Scope};
-use noiseda::serve::ServerConfig;
+use noiseda::grpc::auth::{self, Scope};
+use noiseda::grpc::ServerConfig;
 use noiseda::{Error, Result};
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -45,9 +45,9 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io("tokio runtime", e))?;
-    rt.block_on(noiseda::serve::serve(
+    rt.block_on(noiseda::grpc::serve(
         cfg,
-        noiseda::serve::termination(),
+        noiseda::grpc::termination(),
         |addr, metrics| {
             // Scripts and tests read the bound addresses from this line.
             println!("noiseda serve: listening on {addr}, metrics on http://{metrics}/metrics");

@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
+use noiseda::client::{self, Client};
 use noiseda::config::{JobSpec, Weights};
 use noiseda::eval::{Degrade, EvalData, EvalOptions};
 use noiseda::infer::Tiling;
 use noiseda::metrics::Channel;
 use noiseda::model::{ArchConfig, DiffusionConfig};
-use noiseda::serve::client::{self, Client};
 use noiseda::train::{self, TrainOptions};
 use noiseda::{artifact, Error, Result};
 

@@ -273,7 +273,7 @@ where
             if let Err(e) = keys.check(req.uri().path(), auth) {
                 // The key itself is never logged.
                 tracing::warn!(peer = %peer(&req), method = %req.uri().path(), reason = %e, "call refused");
-                let status = tonic::Status::new(e.code(), e.to_string());
+                let status = tonic::Status::from(e);
                 return Box::pin(async move { Ok(status.into_http()) });
             }
         }

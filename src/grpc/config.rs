@@ -14,8 +14,8 @@ use std::time::Duration;
 use clap::{Args, CommandFactory, FromArgMatches};
 
 use super::auth::TlsFiles;
-use super::store::StoreUrl;
 use super::Role;
+use crate::jobs::store::StoreUrl;
 use crate::{Error, Result};
 
 /// The longest any duration flag may be: a day (so sums with clocks cannot overflow).

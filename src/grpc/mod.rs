@@ -1,15 +1,15 @@
-//! `noiseda serve`: the gRPC server (Training service, grpc.health.v1, reflection), its
-//! Prometheus endpoint and graceful shutdown; plus the client used by `noiseda jobs`.
+//! `noiseda serve`: the gRPC layer. [`router`] builds the services (Training, Restore + Models,
+//! grpc.health.v1, reflection) behind the API-key layer; [`serve`] starts the job manager and
+//! the model registry, binds, serves, and drains on shutdown. One file per service; every
+//! pb <-> domain conversion is in `convert.rs`, the only `Error` -> `Status` mapping in
+//! `status.rs`. The domain below is `jobs/` and `restore/`; the client is `crate::client`.
 
 pub mod auth;
-pub mod batcher;
-pub mod client;
 pub mod config;
-pub mod jobs;
-pub mod prom;
-pub mod registry;
+pub mod convert;
+pub mod prometheus;
 pub mod restore;
-pub mod store;
+pub mod status;
 pub mod training;
 
 use std::net::SocketAddr;
@@ -20,10 +20,11 @@ use tokio::sync::watch;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
+use crate::jobs::Manager;
 use crate::pb;
+use crate::restore::registry::{self, Registry};
 use crate::{Error, Result};
 pub use config::ServerConfig;
-use jobs::Manager;
 
 /// Health service name of the training service (readiness).
 pub const TRAINING_SERVICE: &str = "noiseda.v1.Training";
@@ -40,10 +41,10 @@ pub enum Role {
 }
 
 impl Role {
-    fn training(self) -> bool {
+    pub(crate) fn training(self) -> bool {
         matches!(self, Role::All | Role::Training)
     }
-    fn restore(self) -> bool {
+    pub(crate) fn restore(self) -> bool {
         matches!(self, Role::All | Role::Restore)
     }
 }
@@ -56,7 +57,8 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, tonic::Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| tonic::Status::internal(format!("{what} task failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("{what} task failed: {e}")))
+        .and_then(|r| r)
         .map_err(tonic::Status::from)
 }
 
@@ -89,41 +91,29 @@ pub async fn termination() {
 /// role runs), the metrics, health and the shutdown signal.
 struct Parts {
     manager: Option<Arc<Manager>>,
-    registry: Option<Arc<registry::Registry>>,
-    prom: Arc<prom::Prom>,
+    registry: Option<Arc<Registry>>,
+    prom: Arc<prometheus::Prom>,
     health: tonic_health::server::HealthReporter,
     shutdown_tx: watch::Sender<bool>,
     shutdown_rx: watch::Receiver<bool>,
 }
 
-/// Runs the server until `stop` resolves, then drains: readiness goes NOT_SERVING, metric
-/// streams end (clients reconnect with their last seq), running jobs checkpoint within the
-/// grace period. `ready` receives the bound (gRPC, metrics) addresses once serving. The
-/// config is validated first.
-pub async fn serve(
-    cfg: ServerConfig,
-    stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr, SocketAddr),
-) -> Result<()> {
-    cfg.validate()?;
-    let cfg = Arc::new(cfg);
-    let (keys, tls) = load_auth(&cfg).await?;
-    open_devices(&cfg).await?;
-    let prom = Arc::new(prom::Prom::new());
-    let (health, health_service) = tonic_health::server::health_reporter();
-    health.set_service_status("", ServingStatus::Serving).await;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let manager = start_manager(&cfg, &prom).await?;
-    let registry = start_registry(&cfg, &prom, &health, &shutdown_rx).await?;
-    let parts = Parts {
-        manager,
-        registry,
-        prom,
-        health,
-        shutdown_tx,
-        shutdown_rx,
-    };
+/// The services of a server and their layers, ready to serve.
+pub type Router = tonic::transport::server::Router<
+    tower::layer::util::Stack<auth::AuthLayer, tower::layer::util::Identity>,
+>;
 
+/// Builds the server's services over what `serve` started: health, reflection, and Training,
+/// Restore and Models where their role runs, behind the API-key layer (and TLS when given).
+fn router(
+    cfg: &ServerConfig,
+    parts: &Parts,
+    health_service: tonic_health::pb::health_server::HealthServer<
+        impl tonic_health::pb::health_server::Health,
+    >,
+    keys: Option<auth::ApiKeys>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+) -> Result<Router> {
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -140,11 +130,56 @@ pub async fn serve(
     });
     let (restore_svc, models_svc) = match &parts.registry {
         Some(r) => {
-            let (restore, models) = restore_services(&cfg, r, &parts);
+            let (restore, models) = restore_services(cfg, r, parts);
             (Some(restore), Some(models))
         }
         None => (None, None),
     };
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = tls {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::config("--tls-cert", e.to_string()))?;
+    }
+    Ok(builder
+        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
+        .layer(auth::AuthLayer::new(keys))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_optional_service(training)
+        .add_optional_service(restore_svc)
+        .add_optional_service(models_svc))
+}
+
+/// Runs the server until `stop` resolves, then drains: readiness goes NOT_SERVING, metric
+/// streams end (clients reconnect with their last seq), running jobs checkpoint within the
+/// grace period. `ready` receives the bound (gRPC, metrics) addresses once serving. The
+/// config is validated first. The listener is bound here, after the job manager and the
+/// registry have started, so that a bound address means a server that answers.
+pub async fn serve(
+    cfg: ServerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr, SocketAddr),
+) -> Result<()> {
+    cfg.validate()?;
+    let cfg = Arc::new(cfg);
+    let (keys, tls) = load_auth(&cfg).await?;
+    open_devices(&cfg).await?;
+    let prom = Arc::new(prometheus::Prom::new());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_service_status("", ServingStatus::Serving).await;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let manager = start_manager(&cfg, &prom).await?;
+    let registry = start_registry(&cfg, &prom, &health, &shutdown_rx).await?;
+    let parts = Parts {
+        manager,
+        registry,
+        prom,
+        health,
+        shutdown_tx,
+        shutdown_rx,
+    };
+    let router = router(&cfg, &parts, health_service, keys, tls)?;
 
     let listen = cfg.network.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -155,43 +190,19 @@ pub async fn serve(
         .map_err(|e| Error::io(format!("listen address {listen}"), e))?;
     let mut metrics_stop = parts.shutdown_rx.clone();
     let (metrics_addr, metrics_server) =
-        prom::bind(cfg.network.metrics_listen, parts.prom.clone(), async move {
+        prometheus::bind(cfg.network.metrics_listen, parts.prom.clone(), async move {
             let _ = metrics_stop.wait_for(|s| *s).await;
         })
         .await?;
     let metrics_task = tokio::spawn(metrics_server);
-
-    if let Some(m) = &parts.manager {
-        let m = m.clone();
-        tokio::task::spawn_blocking(move || m.schedule())
-            .await
-            .map_err(|e| Error::Unavailable(format!("scheduler did not start: {e}")))??;
-        parts
-            .health
-            .set_service_status(TRAINING_SERVICE, ServingStatus::Serving)
-            .await;
-    }
+    start_scheduling(&parts).await?;
     tracing::info!(%addr, %metrics_addr, role = ?cfg.network.role, data_dir = %cfg.storage.data_dir.display(), "serving");
     ready(addr, metrics_addr);
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<Instant>();
     let manager = parts.manager.clone();
     let drain = drain(&cfg, parts, stop, draining_tx);
-    let mut builder = tonic::transport::Server::builder();
-    if let Some(tls) = tls {
-        builder = builder
-            .tls_config(tls)
-            .map_err(|e| Error::config("--tls-cert", e.to_string()))?;
-    }
-    let server = builder
-        .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
-        .layer(auth::AuthLayer::new(keys))
-        .add_service(health_service)
-        .add_service(reflection)
-        .add_optional_service(training)
-        .add_optional_service(restore_svc)
-        .add_optional_service(models_svc)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
+    let server = router.serve_with_incoming_shutdown(TcpListenerStream::new(listener), drain);
     // In-flight calls get the grace period to finish; calls that never end by themselves
     // (health Watch streams, idle RestoreStreams of clients that do not hang up) do not hold the
     // process beyond it.
@@ -219,6 +230,21 @@ pub async fn serve(
     };
     let _ = metrics_task.await;
     tracing::info!(jobs_left_running = left, "stopped");
+    Ok(())
+}
+
+/// Starts claiming jobs (when the Training role runs) and reports the training service ready.
+async fn start_scheduling(parts: &Parts) -> Result<()> {
+    if let Some(m) = &parts.manager {
+        let m = m.clone();
+        tokio::task::spawn_blocking(move || m.schedule())
+            .await
+            .map_err(|e| Error::Unavailable(format!("scheduler did not start: {e}")))??;
+        parts
+            .health
+            .set_service_status(TRAINING_SERVICE, ServingStatus::Serving)
+            .await;
+    }
     Ok(())
 }
 
@@ -273,7 +299,7 @@ async fn open_devices(cfg: &ServerConfig) -> Result<()> {
 /// The job manager, when the Training role runs.
 async fn start_manager(
     cfg: &Arc<ServerConfig>,
-    prom: &Arc<prom::Prom>,
+    prom: &Arc<prometheus::Prom>,
 ) -> Result<Option<Arc<Manager>>> {
     if !cfg.network.role.training() {
         return Ok(None);
@@ -289,10 +315,10 @@ async fn start_manager(
 /// The model registry with its models loaded and followed, when the Restore role runs.
 async fn start_registry(
     cfg: &ServerConfig,
-    prom: &Arc<prom::Prom>,
+    prom: &Arc<prometheus::Prom>,
     health: &tonic_health::server::HealthReporter,
     shutdown_rx: &watch::Receiver<bool>,
-) -> Result<Option<Arc<registry::Registry>>> {
+) -> Result<Option<Arc<Registry>>> {
     if !cfg.network.role.restore() {
         return Ok(None);
     }
@@ -300,12 +326,7 @@ async fn start_registry(
     let device = crate::device::open(&o.restore_device)?;
     let model_dir = cfg.storage.model_dir();
     std::fs::create_dir_all(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
-    let registry = Arc::new(registry::Registry::new(
-        model_dir,
-        device,
-        o.batch,
-        prom.clone(),
-    ));
+    let registry = Arc::new(Registry::new(model_dir, device, o.batch, prom.clone()));
     let not_started = |e| Error::Unavailable(format!("model registry did not start: {e}"));
     let (r, default) = (registry.clone(), o.default_model.clone());
     let names = tokio::task::spawn_blocking(move || r.load_all(default.as_deref()))
@@ -335,34 +356,14 @@ type ModelsServer = pb::models_server::ModelsServer<restore::ModelsService>;
 /// The Restore and Models gRPC services over `registry`.
 fn restore_services(
     cfg: &ServerConfig,
-    registry: &Arc<registry::Registry>,
+    registry: &Arc<Registry>,
     parts: &Parts,
 ) -> (RestoreServer, ModelsServer) {
-    let (o, limit) = (&cfg.restore, cfg.network.payload_limit);
-    let (b, l) = (&o.batch, &o.limits);
-    let info = pb::ServerInfoResponse {
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        device: o.restore_device.clone(),
-        roles: [("training", cfg.network.role.training()), ("restore", true)]
-            .into_iter()
-            .filter(|(_, on)| *on)
-            .map(|(n, _)| n.to_string())
-            .collect(),
-        payload_limit: limit as u64,
-        max_batch_size: b.max_batch_size as u32,
-        max_batch_pixels: b.max_batch_pixels as u64,
-        max_batch_wait_us: b.max_batch_wait_us,
-        max_queue: b.max_queue as u32,
-        max_image_pixels: l.max_image_pixels as u64,
-        max_input_pixels: l.max_input_pixels as u64,
-        tile_size: l.tile_size as u32,
-        tile_overlap: l.tile_overlap as u32,
-        max_images_per_request: l.max_images_per_request as u32,
-        default_model: String::new(),
-    };
+    let limit = cfg.network.payload_limit;
+    let info = convert::server_info(cfg);
     let restore = pb::restore_server::RestoreServer::new(restore::RestoreService::new(
         registry.clone(),
-        *l,
+        cfg.restore.limits,
         parts.prom.clone(),
         parts.shutdown_rx.clone(),
     ))

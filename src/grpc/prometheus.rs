@@ -9,7 +9,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-use super::store::State;
+use crate::jobs::JobState;
 use crate::train::MetricPoint;
 use crate::{Error, Result};
 
@@ -42,6 +42,7 @@ fn registered<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c:
 }
 
 impl Prom {
+    /// Registers every metric (a list: one statement per metric, hence its length).
     pub fn new() -> Self {
         let r = Registry::new();
         let jobs = registered(
@@ -52,7 +53,7 @@ impl Prom {
             )
             .expect("valid"),
         );
-        for s in State::ALL {
+        for s in JobState::ALL {
             jobs.with_label_values(&[s.as_str()]).set(0);
         }
         let steps = registered(
@@ -190,7 +191,7 @@ impl Prom {
     }
 
     pub fn job_states(&self, counts: &BTreeMap<i32, u64>) {
-        for s in State::ALL {
+        for s in JobState::ALL {
             let n = counts.get(&(s as i32)).copied().unwrap_or(0);
             self.jobs.with_label_values(&[s.as_str()]).set(n as i64);
         }

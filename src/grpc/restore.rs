@@ -1,23 +1,22 @@
 //! The `noiseda.v1.Restore` and `noiseda.v1.Models` gRPC services: requests are checked,
-//! decoded off the runtime, admitted into the bounded queue of their model's batcher, and the
-//! results encoded off the runtime; models are listed, loaded, swapped and unloaded.
+//! decoded off the runtime (`restore::codec`), admitted into the bounded queue of their
+//! model's batcher, and the results encoded off the runtime; models are listed, loaded,
+//! swapped and unloaded through the registry. Also the Restore service's health (readiness).
 
-use std::io::Cursor;
 use std::sync::Arc;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use image::{ImageFormat, ImageReader, RgbImage};
 use tokio::sync::{mpsc, oneshot, watch, OwnedSemaphorePermit};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::batcher::{Done, Job};
 use super::config::LimitsConfig;
-use super::prom::Prom;
-use super::registry::{Registry, Served};
-use crate::data::Image;
-use crate::infer::Tiling;
+use super::convert;
+use super::prometheus::Prom;
 use crate::pb;
+use crate::restore::batcher::{Done, Pending};
+use crate::restore::codec;
+use crate::restore::registry::Registry;
 use crate::{Error, Result};
 
 /// Requests of one RestoreStream being worked on at once (responses stay in order).
@@ -84,239 +83,9 @@ fn deadline(meta: &tonic::metadata::MetadataMap) -> Option<Instant> {
     Some(Instant::now() + d.saturating_sub(DEADLINE_MARGIN))
 }
 
-fn us(d: Duration) -> u64 {
-    d.as_micros() as u64
-}
-
-/// A decoded input and how long decoding took.
-pub struct Decoded {
-    pub image: Image,
-    pub tiling: Option<Tiling>,
-    pub decode: Duration,
-}
-
-impl LimitsConfig {
-    /// Pixel checks for a `width`×`height` input; the tiling it needs, if any.
-    pub fn admit_size(
-        &self,
-        k: usize,
-        width: u64,
-        height: u64,
-        req: &pb::RestoreRequest,
-        multiple: usize,
-    ) -> Result<Option<Tiling>> {
-        let l = self;
-        let pixels = width.saturating_mul(height);
-        if width == 0 || height == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "image {k}: zero size ({width}×{height})"
-            )));
-        }
-        if pixels > l.max_input_pixels as u64 {
-            return Err(Error::InvalidArgument(format!(
-                "image {k}: {width}×{height} = {pixels} pixels exceeds max_input_pixels = {}",
-                l.max_input_pixels
-            )));
-        }
-        if pixels <= l.max_image_pixels as u64 {
-            return Ok(None);
-        }
-        let tile = if req.tile_size > 0 {
-            req.tile_size as usize
-        } else {
-            l.tile_size
-        };
-        if tile == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "image {k}: {width}×{height} = {pixels} pixels exceeds max_image_pixels = {} and \
-                 tiling is off (set tile_size in the request)",
-                l.max_image_pixels
-            )));
-        }
-        let tile = tile.div_ceil(multiple) * multiple;
-        let mut t = Tiling::new(tile);
-        if req.tile_overlap > 0 {
-            t.overlap = req.tile_overlap as usize;
-        } else if l.tile_overlap > 0 {
-            t.overlap = l.tile_overlap;
-        }
-        t.validate()
-            .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
-        Ok(Some(t))
-    }
-
-    /// Decodes input `k` of a request within the limits: encoded images are sized from their
-    /// header before any pixel is decoded; raw images must match their stated size exactly.
-    /// `multiple` is the model's size multiple (tiles are rounded up to it).
-    pub fn decode(
-        &self,
-        k: usize,
-        input: &pb::ImageInput,
-        req: &pb::RestoreRequest,
-        multiple: usize,
-    ) -> Result<Decoded> {
-        let t0 = Instant::now();
-        let (image, tiling) = match &input.image {
-            Some(pb::image_input::Image::Encoded(e)) => {
-                let reader = ImageReader::new(Cursor::new(&e.data))
-                    .with_guessed_format()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
-                match reader.format() {
-                    Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
-                    other => {
-                        return Err(Error::InvalidArgument(format!(
-                            "image {k}: not a PNG, JPEG or WebP image ({} bytes{})",
-                            e.data.len(),
-                            other
-                                .map(|f| format!(", looks like {f:?}"))
-                                .unwrap_or_default()
-                        )))
-                    }
-                }
-                let (w, h) = reader
-                    .into_dimensions()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
-                let tiling = self.admit_size(k, w as u64, h as u64, req, multiple)?;
-                let mut reader = ImageReader::new(Cursor::new(&e.data))
-                    .with_guessed_format()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
-                let mut limits = image::Limits::default();
-                limits.max_image_width = Some(w);
-                limits.max_image_height = Some(h);
-                reader.limits(limits);
-                let img = reader.decode().map_err(|e| {
-                    Error::InvalidArgument(format!("image {k}: cannot decode: {e}"))
-                })?;
-                (Image::from_rgb8(&img.to_rgb8()), tiling)
-            }
-            Some(pb::image_input::Image::Raw(r)) => {
-                let channels = if r.channels == 0 { 3 } else { r.channels };
-                if channels != 3 {
-                    return Err(Error::InvalidArgument(format!(
-                        "image {k}: raw images must have 3 channels (RGB), got {channels}"
-                    )));
-                }
-                let tiling = self.admit_size(k, r.width as u64, r.height as u64, req, multiple)?;
-                let n = r.width as usize * r.height as usize * 3;
-                let data = match pb::PixelType::try_from(r.pixel_type) {
-                    Ok(pb::PixelType::U8) => {
-                        if r.data.len() != n {
-                            return Err(Error::InvalidArgument(format!(
-                                "image {k}: raw u8 {}×{}×3 needs {n} bytes, got {}",
-                                r.width,
-                                r.height,
-                                r.data.len()
-                            )));
-                        }
-                        r.data.iter().map(|&v| v as f32 / 255.0).collect()
-                    }
-                    Ok(pb::PixelType::F32) => {
-                        if r.data.len() != n * 4 {
-                            return Err(Error::InvalidArgument(format!(
-                                "image {k}: raw f32 {}×{}×3 needs {} bytes, got {}",
-                                r.width,
-                                r.height,
-                                n * 4,
-                                r.data.len()
-                            )));
-                        }
-                        let v: Vec<f32> = r
-                            .data
-                            .chunks_exact(4)
-                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                            .collect();
-                        if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-                            return Err(Error::InvalidArgument(format!(
-                                "image {k}: raw f32 value {} at index {bad} is not finite",
-                                v[bad]
-                            )));
-                        }
-                        v
-                    }
-                    _ => {
-                        return Err(Error::InvalidArgument(format!(
-                            "image {k}: raw pixel_type must be PIXEL_TYPE_U8 or PIXEL_TYPE_F32"
-                        )))
-                    }
-                };
-                (
-                    Image {
-                        width: r.width as usize,
-                        height: r.height as usize,
-                        data,
-                    },
-                    tiling,
-                )
-            }
-            None => {
-                return Err(Error::InvalidArgument(format!(
-                    "image {k}: give `encoded` or `raw`"
-                )))
-            }
-        };
-        Ok(Decoded {
-            image,
-            tiling,
-            decode: t0.elapsed(),
-        })
-    }
-}
-
 impl Inner {
-    /// Serves one request end to end.
-    async fn handle(
-        self: &Arc<Self>,
-        req: pb::RestoreRequest,
-        deadline: Option<Instant>,
-        admission: Admission,
-    ) -> Result<pb::RestoreResponse> {
-        let t0 = Instant::now();
-        let n = req.images.len();
-        if n == 0 {
-            return Err(Error::InvalidArgument(
-                "images: give at least one image".into(),
-            ));
-        }
-        if n > self.limits.max_images_per_request {
-            return Err(Error::InvalidArgument(format!(
-                "images: {n} exceeds max_images_per_request = {}",
-                self.limits.max_images_per_request
-            )));
-        }
-        let format = pb::OutputFormat::try_from(req.output_format).map_err(|_| {
-            Error::InvalidArgument(format!(
-                "output_format: unknown value {}",
-                req.output_format
-            ))
-        })?;
-        if req.jpeg_quality > 100 {
-            return Err(Error::InvalidArgument(format!(
-                "jpeg_quality: {} is not in 1-100",
-                req.jpeg_quality
-            )));
-        }
-        let served = self.registry.get(&req.model, &req.version)?;
-        // Tile sides round up to 8, the U-Net presets' multiple (DnCNN takes any size).
-        let multiple = 8;
-        let me = self.clone();
-        let req = Arc::new(req);
-        let decoded = {
-            let req = req.clone();
-            tokio::task::spawn_blocking(move || {
-                req.images
-                    .iter()
-                    .enumerate()
-                    .map(|(k, input)| me.limits.decode(k, input, &req, multiple))
-                    .collect::<Result<Vec<_>>>()
-            })
-            .await
-            .map_err(|e| Error::Unavailable(format!("decoding failed: {e}")))??
-        };
-        for d in &decoded {
-            self.prom.image(d.image.width * d.image.height);
-        }
-
-        // Admission: one permit per image from the server-wide queue bound.
+    /// Admission: one permit per image from the server-wide queue bound.
+    async fn admit(&self, n: usize, admission: Admission) -> Result<Vec<OwnedSemaphorePermit>> {
         let mut permits: Vec<OwnedSemaphorePermit> = Vec::with_capacity(n);
         for _ in 0..n {
             let p = match admission {
@@ -342,12 +111,66 @@ impl Inner {
             };
             permits.push(p);
         }
+        Ok(permits)
+    }
+
+    /// Serves one request end to end: check, decode (off the runtime), admit, queue, wait,
+    /// encode (off the runtime), answer. ~100 lines: one pipeline whose steps share the
+    /// request, the deadline and the timings.
+    async fn handle(
+        self: &Arc<Self>,
+        req: pb::RestoreRequest,
+        deadline: Option<Instant>,
+        admission: Admission,
+    ) -> Result<pb::RestoreResponse> {
+        let t0 = Instant::now();
+        let n = req.images.len();
+        if n == 0 {
+            return Err(Error::InvalidArgument(
+                "images: give at least one image".into(),
+            ));
+        }
+        if n > self.limits.max_images_per_request {
+            return Err(Error::InvalidArgument(format!(
+                "images: {n} exceeds max_images_per_request = {}",
+                self.limits.max_images_per_request
+            )));
+        }
+        let format = convert::output_format(req.output_format)?;
+        if req.jpeg_quality > 100 {
+            return Err(Error::InvalidArgument(format!(
+                "jpeg_quality: {} is not in 1-100",
+                req.jpeg_quality
+            )));
+        }
+        let served = self.registry.get(&req.model, &req.version)?;
+        // Tile sides round up to 8, the U-Net presets' multiple (DnCNN takes any size).
+        let multiple = 8;
+        let me = self.clone();
+        let req = Arc::new(req);
+        let decoded = {
+            let req = req.clone();
+            tokio::task::spawn_blocking(move || {
+                req.images
+                    .iter()
+                    .enumerate()
+                    .map(|(k, input)| convert::decode_input(&me.limits, k, input, &req, multiple))
+                    .collect::<Result<Vec<_>>>()
+            })
+            .await
+            .map_err(|e| Error::Unavailable(format!("decoding failed: {e}")))??
+        };
+        for d in &decoded {
+            self.prom.image(d.image.width * d.image.height);
+        }
+
+        let permits = self.admit(n, admission).await?;
         let mut replies = Vec::with_capacity(n);
         let mut decode_times = Vec::with_capacity(n);
         for (d, permit) in decoded.into_iter().zip(permits) {
             let (tx, rx) = oneshot::channel();
             decode_times.push(d.decode);
-            served.batcher.submit(Job {
+            served.batcher.submit(Pending {
                 image: d.image,
                 tiling: d.tiling,
                 enqueued: Instant::now(),
@@ -380,85 +203,23 @@ impl Inner {
             done.into_iter()
                 .map(|d| {
                     let t = Instant::now();
-                    let data = encode(&d.image, format, quality)?;
+                    let data = codec::encode(&d.image, format, quality)?;
                     Ok((d, data, t.elapsed()))
                 })
                 .collect::<Result<Vec<_>>>()
         })
         .await
         .map_err(|e| Error::Unavailable(format!("encoding failed: {e}")))??;
-        let total = us(t0.elapsed());
+        let total = t0.elapsed();
         let images = encoded
             .into_iter()
             .zip(decode_times)
-            .map(|((d, data, enc), dec)| pb::RestoredImage {
-                data,
-                height: d.image.height as u32,
-                width: d.image.width as u32,
-                format: match format {
-                    pb::OutputFormat::Unspecified => pb::OutputFormat::Png,
-                    f => f,
-                } as i32,
-                timing: Some(pb::Timing {
-                    decode_us: us(dec),
-                    queue_us: us(d.queue),
-                    inference_us: us(d.inference),
-                    encode_us: us(enc),
-                    total_us: total,
-                }),
-                batch_size: d.batch as u32,
-                tiled: d.tiled,
+            .map(|((d, data, enc), dec)| {
+                convert::restored_image(&d, data, format, [dec, d.queue, d.inference, enc, total])
             })
             .collect();
-        Ok(response(&served, images, req.id))
+        Ok(convert::restore_response(&served, images, req.id))
     }
-}
-
-fn response(served: &Served, images: Vec<pb::RestoredImage>, id: u64) -> pb::RestoreResponse {
-    pb::RestoreResponse {
-        images,
-        model: served.name.clone(),
-        version: served.version.clone(),
-        weights_sha256: served.manifest.sha256.clone(),
-        id,
-        error: None,
-    }
-}
-
-/// Encodes a restored image in the requested format.
-pub fn encode(img: &Image, format: pb::OutputFormat, jpeg_quality: u8) -> Result<Vec<u8>> {
-    let rgb: RgbImage = img.to_rgb8();
-    let mut out = Vec::new();
-    let err = |e: image::ImageError| Error::InvalidArgument(format!("encoding the result: {e}"));
-    match format {
-        pb::OutputFormat::Unspecified | pb::OutputFormat::Png => {
-            rgb.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)
-                .map_err(err)?;
-        }
-        pb::OutputFormat::Jpeg => {
-            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, jpeg_quality)
-                .encode_image(&rgb)
-                .map_err(err)?;
-        }
-        pb::OutputFormat::Webp => {
-            image::codecs::webp::WebPEncoder::new_lossless(&mut out)
-                .encode(
-                    rgb.as_raw(),
-                    rgb.width(),
-                    rgb.height(),
-                    image::ExtendedColorType::Rgb8,
-                )
-                .map_err(err)?;
-        }
-        pb::OutputFormat::RawU8 => out = rgb.into_raw(),
-        pb::OutputFormat::RawF32 => {
-            out.reserve(img.data.len() * 4);
-            for v in &img.data {
-                out.extend_from_slice(&v.clamp(0.0, 1.0).to_le_bytes());
-            }
-        }
-    }
-    Ok(out)
 }
 
 fn code_of(r: &Result<pb::RestoreResponse>) -> tonic::Code {
@@ -519,14 +280,7 @@ impl pb::restore_server::Restore for RestoreService {
                     let id = req.id;
                     let r = inner.handle(req, None, Admission::Wait).await;
                     inner.prom.request("RestoreStream", code_of(&r));
-                    r.unwrap_or_else(|e| pb::RestoreResponse {
-                        id,
-                        error: Some(pb::RestoreError {
-                            code: e.code() as i32,
-                            message: e.to_string(),
-                        }),
-                        ..Default::default()
-                    })
+                    r.unwrap_or_else(|e| convert::restore_error(id, &e))
                 });
                 if order_tx.send(task).await.is_err() {
                     break;
@@ -536,12 +290,8 @@ impl pb::restore_server::Restore for RestoreService {
         // Writer: answers in request order.
         tokio::spawn(async move {
             while let Some(task) = order_rx.recv().await {
-                let resp = task.await.unwrap_or_else(|e| pb::RestoreResponse {
-                    error: Some(pb::RestoreError {
-                        code: tonic::Code::Internal as i32,
-                        message: format!("request task failed: {e}"),
-                    }),
-                    ..Default::default()
+                let resp = task.await.unwrap_or_else(|e| {
+                    convert::restore_error(0, &Error::Internal(format!("request task failed: {e}")))
                 });
                 if out_tx.send(Ok(resp)).await.is_err() {
                     break;
@@ -602,22 +352,6 @@ impl ModelsService {
     }
 }
 
-fn loaded(s: &Served, is_default: bool) -> pb::LoadedModel {
-    let at = s.loaded_at.duration_since(UNIX_EPOCH).unwrap_or_default();
-    pb::LoadedModel {
-        name: s.name.clone(),
-        version: s.version.clone(),
-        is_default,
-        info: Some((&s.manifest).into()),
-        path: s.dir.display().to_string(),
-        loaded_at: Some(prost_types::Timestamp {
-            seconds: at.as_secs() as i64,
-            nanos: at.subsec_nanos() as i32,
-        }),
-        queued: s.batcher.queued() as u32,
-    }
-}
-
 #[tonic::async_trait]
 impl pb::models_server::Models for ModelsService {
     async fn list_models(
@@ -628,7 +362,7 @@ impl pb::models_server::Models for ModelsService {
             .registry
             .list()
             .iter()
-            .map(|(s, d)| loaded(s, *d))
+            .map(|(s, d)| convert::loaded_model(s, *d))
             .collect();
         Ok(Response::new(pb::ListModelsResponse { models }))
     }
@@ -653,7 +387,7 @@ impl pb::models_server::Models for ModelsService {
             .await?;
         publish_readiness(&self.health, &self.registry, &self.shutdown).await;
         let is_default = self.registry.default_name().as_deref() == Some(s.name.as_str());
-        Ok(Response::new(loaded(&s, is_default)))
+        Ok(Response::new(convert::loaded_model(&s, is_default)))
     }
 
     async fn unload_model(
@@ -673,7 +407,7 @@ impl pb::models_server::Models for ModelsService {
         let name = req.into_inner().name;
         let s = self.blocking(move |r| r.set_default(&name)).await?;
         publish_readiness(&self.health, &self.registry, &self.shutdown).await;
-        Ok(Response::new(loaded(&s, true)))
+        Ok(Response::new(convert::loaded_model(&s, true)))
     }
 
     async fn server_info(

@@ -1,5 +1,6 @@
 //! The `noiseda.v1.Training` gRPC service: thin handlers over the job manager (each call runs
-//! on the blocking pool) and the metric stream that replays a job's log and follows it.
+//! on the blocking pool; none touches the store) and the metric stream that replays a job's
+//! log and follows it.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,9 +10,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
-use super::jobs::{checkpoint_id, Manager, Pick, SpecDocument};
-use super::store::{CheckpointRecord, JobRecord, State};
-use crate::config::Weights;
+use super::convert;
+use crate::jobs::{Manager, Pick};
 use crate::pb;
 use crate::pb::training_server::Training;
 use crate::{Error, Result};
@@ -44,91 +44,6 @@ impl TrainingService {
     }
 }
 
-fn timestamp(ms: Option<i64>) -> Option<prost_types::Timestamp> {
-    ms.map(|ms| prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    })
-}
-
-impl From<JobRecord> for pb::Job {
-    fn from(j: JobRecord) -> Self {
-        let left = j.total_steps.saturating_sub(j.step) as f64;
-        let eta = if j.steps_per_second > 0.0 && !j.state.is_terminal() {
-            left / j.steps_per_second
-        } else {
-            0.0
-        };
-        pb::Job {
-            id: j.id,
-            name: j.name,
-            state: pb_state(j.state) as i32,
-            request_id: j.request_id,
-            device: j.device,
-            submitted_spec: j.submitted_spec,
-            resolved_spec: j.resolved_spec,
-            created_at: timestamp(Some(j.created_ms)),
-            started_at: timestamp(j.started_ms),
-            finished_at: timestamp(j.finished_ms),
-            last_error: j.last_error,
-            progress: Some(pb::Progress {
-                step: j.step,
-                total_steps: j.total_steps,
-                steps_per_second: j.steps_per_second,
-                eta_seconds: eta,
-                last_seq: j.last_seq,
-            }),
-            restarts: j.restarts,
-            metrics: j.metrics.into_iter().collect(),
-        }
-    }
-}
-
-fn pb_state(s: State) -> pb::JobState {
-    match s {
-        State::Queued => pb::JobState::Queued,
-        State::Running => pb::JobState::Running,
-        State::Cancelling => pb::JobState::Cancelling,
-        State::Completed => pb::JobState::Completed,
-        State::Failed => pb::JobState::Failed,
-        State::Cancelled => pb::JobState::Cancelled,
-    }
-}
-
-fn pb_checkpoint(c: &CheckpointRecord, best: Option<u64>) -> pb::Checkpoint {
-    let size_bytes = std::fs::read_dir(&c.path)
-        .map(|d| {
-            d.filter_map(|e| e.ok()?.metadata().ok())
-                .map(|m| m.len())
-                .sum()
-        })
-        .unwrap_or(0);
-    pb::Checkpoint {
-        id: checkpoint_id(c.step),
-        step: c.step,
-        saved_at: timestamp(Some(c.saved_ms)),
-        metrics: c.metrics.clone().into_iter().collect(),
-        is_best: best == Some(c.step),
-        size_bytes,
-    }
-}
-
-fn point(p: crate::train::MetricPoint) -> pb::MetricPoint {
-    let split = match p.split.as_str() {
-        "train" => pb::Split::Train,
-        "val" => pb::Split::Val,
-        _ => pb::Split::Unspecified,
-    };
-    pb::MetricPoint {
-        seq: p.seq,
-        step: p.step,
-        wall_time: p.wall,
-        series: p.series,
-        value: p.value,
-        split: split as i32,
-    }
-}
-
 #[tonic::async_trait]
 impl Training for TrainingService {
     async fn start_job(
@@ -136,16 +51,7 @@ impl Training for TrainingService {
         req: Request<pb::StartJobRequest>,
     ) -> Result<Response<pb::Job>, Status> {
         let req = req.into_inner();
-        let document = match req.spec.and_then(|s| s.document) {
-            Some(pb::job_spec::Document::Toml(t)) => SpecDocument::Toml(t),
-            Some(pb::job_spec::Document::Json(t)) => SpecDocument::Json(t),
-            None => {
-                return Err(Error::InvalidArgument(
-                    "spec: give the job spec as `toml` or `json` text".into(),
-                )
-                .into())
-            }
-        };
+        let document = convert::spec_document(req.spec)?;
         let job = self
             .call(move |m| m.submit(document, &req.request_id))
             .await?;
@@ -154,7 +60,7 @@ impl Training for TrainingService {
 
     async fn get_job(&self, req: Request<pb::GetJobRequest>) -> Result<Response<pb::Job>, Status> {
         let id = req.into_inner().job_id;
-        let job = self.call(move |m| m.store().job(&id)).await?;
+        let job = self.call(move |m| m.job(&id)).await?;
         Ok(Response::new(job.into()))
     }
 
@@ -163,13 +69,7 @@ impl Training for TrainingService {
         req: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
         let req = req.into_inner();
-        let state =
-            match req.state {
-                0 => None,
-                s => Some(State::from_i32(s).ok_or_else(|| {
-                    Error::InvalidArgument(format!("state: unknown job state {s}"))
-                })?),
-            };
+        let state = convert::state_filter(req.state)?;
         let size = match req.page_size {
             0 => 50,
             n => n.min(500) as usize,
@@ -180,9 +80,7 @@ impl Training for TrainingService {
                 Error::InvalidArgument(format!("page_token `{t}` was not returned by ListJobs"))
             })?),
         };
-        let (jobs, next) = self
-            .call(move |m| m.store().list(state, size, before))
-            .await?;
+        let (jobs, next) = self.call(move |m| m.list(state, size, before)).await?;
         Ok(Response::new(pb::ListJobsResponse {
             jobs: jobs.into_iter().map(Into::into).collect(),
             next_page_token: next.map(|n| n.to_string()).unwrap_or_default(),
@@ -206,17 +104,7 @@ impl Training for TrainingService {
     ) -> Result<Response<Self::StreamMetricsStream>, Status> {
         let req = req.into_inner();
         let id = req.job_id.clone();
-        let job = self
-            .call(move |m| {
-                let job = m.store().job(&id)?;
-                // Points the log has and the store missed (a crash, a store from before
-                // metric points were stored) are copied in first.
-                if job.last_seq > m.store().last_point(&id)? {
-                    m.backfill_points(&id)?;
-                }
-                Ok(job)
-            })
-            .await?;
+        let job = self.call(move |m| m.job_for_stream(&id)).await?;
         let (tx, rx) = mpsc::channel(STREAM_CAPACITY);
         tokio::spawn(follow(
             self.manager.clone(),
@@ -236,11 +124,8 @@ impl Training for TrainingService {
         let id = req.into_inner().job_id;
         let checkpoints = self
             .call(move |m| {
-                m.store().job(&id)?;
-                let all = m.store().checkpoints(&id)?;
-                let paths: Vec<_> = all.iter().map(|c| (c.step, c.path.clone())).collect();
-                let best = crate::train::checkpoint::best(&paths);
-                Ok(all.iter().map(|c| pb_checkpoint(c, best)).collect())
+                let (all, best) = m.checkpoints(&id)?;
+                Ok(all.iter().map(|c| convert::checkpoint(c, best)).collect())
             })
             .await?;
         Ok(Response::new(pb::ListCheckpointsResponse { checkpoints }))
@@ -252,18 +137,7 @@ impl Training for TrainingService {
     ) -> Result<Response<pb::ExportModelResponse>, Status> {
         let req = req.into_inner();
         let pick = Pick::parse(&req.checkpoint)?;
-        let weights = match pb::Weights::try_from(req.weights) {
-            Ok(pb::Weights::Unspecified) => None,
-            Ok(pb::Weights::Ema) => Some(Weights::Ema),
-            Ok(pb::Weights::Raw) => Some(Weights::Raw),
-            Err(_) => {
-                return Err(Error::InvalidArgument(format!(
-                    "weights: unknown value {}",
-                    req.weights
-                ))
-                .into())
-            }
-        };
+        let weights = convert::weights(req.weights)?;
         let include = req.include_files;
         let (exported, files) = self
             .call(move |m| {
@@ -321,8 +195,7 @@ async fn follow(
             // Subscribe, then read the state, then the points: a job seen ended has all its
             // points stored, and nothing stored after the read is missed by the wake-up.
             let live = if subscribe { m.follow(&job_id) } else { None };
-            let ended = m.store().job(&job_id)?.state.is_terminal();
-            let points = m.store().points(&job_id, next, POINTS_PAGE)?;
+            let (ended, points) = m.points(&job_id, next, POINTS_PAGE)?;
             Ok::<_, Error>((live, ended, points))
         })
         .await
@@ -353,7 +226,7 @@ async fn follow(
                 }
                 break; // not stored yet
             }
-            if tx.send(Ok(point(p))).await.is_err() {
+            if tx.send(Ok(convert::metric_point(p))).await.is_err() {
                 return; // the client went away
             }
             next += 1;

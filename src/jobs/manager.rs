@@ -1,23 +1,27 @@
 //! The job manager: validates and queues training jobs, claims queued ones under a renewed
 //! lease when a device is free, runs each on its own OS thread, records what it reports
-//! (through a bounded channel) in the store and the metrics, cancels, takes over jobs whose
-//! server died (this one's previous run, or another replica) and exports their restorers.
-//! Every method blocks; the gRPC layer calls them through `spawn_blocking`.
+//! (through a bounded channel) in the store and the metrics, cancels, and exports their
+//! restorers; it is also what the gRPC layer reads jobs, checkpoints and metric points through
+//! (handlers never touch the store). The leases and take-overs are in `lease.rs`.
+//! Blocking; call from job threads or `spawn_blocking`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU8, Ordering};
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::config::{JobsConfig, ServerConfig, StorageConfig};
-use super::prom::Prom;
-use super::store::{now_ms, CheckpointRecord, JobRecord, ProgressUpdate, State, Store, TakenOver};
+use super::store::{now_ms, CheckpointRecord, JobRecord, ProgressUpdate, Store};
+use super::{JobState, SpecDocument};
 use crate::artifact::{self, Manifest};
 use crate::config::{JobSpec, Weights};
-use crate::train::{self, checkpoint, Control, Event, StopReason, TrainOptions, TrainSummary};
+use crate::grpc::config::{JobsConfig, ServerConfig, StorageConfig};
+use crate::grpc::prometheus::Prom;
+use crate::train::{
+    self, checkpoint, Control, Event, MetricPoint, StopReason, TrainOptions, TrainSummary,
+};
 use crate::{Error, Result};
 
 /// Events a running job may queue before its thread waits for the recorder.
@@ -29,18 +33,18 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 const POINTS_EVERY: Duration = Duration::from_millis(200);
 
 /// A job with a thread.
-struct Running {
+pub(super) struct Running {
     device: String,
-    stop: Arc<AtomicU8>,
+    pub(super) stop: Arc<AtomicU8>,
     /// Its lease went to another replica: stop without recording anything more.
-    lost: Arc<AtomicBool>,
+    pub(super) lost: Arc<AtomicBool>,
     /// The run's write fence ([`Control::fence_ms`]), moved forward at each renewal.
-    fence: Arc<AtomicI64>,
+    pub(super) fence: Arc<AtomicI64>,
 }
 
 #[derive(Default)]
-struct Inner {
-    running: HashMap<String, Running>,
+pub(super) struct Inner {
+    pub(super) running: HashMap<String, Running>,
     /// One per job running here: signalled when new metric points are stored, dropped when
     /// the job stops here, to wake this server's metric streams at once (streams of jobs on
     /// other replicas poll the store).
@@ -88,16 +92,16 @@ pub struct Manager {
     /// Where jobs live: `<data_dir>/jobs/<id>/` (shared by every replica of a shared store).
     storage: StorageConfig,
     /// Devices, CPU slots and the lease.
-    jobs: JobsConfig,
+    pub(super) jobs: JobsConfig,
     /// This server's name in job leases ([`JobsConfig::replica_id`], resolved once): a server
     /// restarted under the same name takes its jobs back at once instead of waiting for their
     /// leases to run out.
-    replica_id: String,
+    pub(super) replica_id: String,
     /// Exported models go to `<model_dir>/<name>/`.
     model_dir: PathBuf,
     /// Canonical directories job data paths must lie in (empty: anywhere).
     data_roots: Vec<PathBuf>,
-    store: Store,
+    pub(super) store: Store,
     prom: Arc<Prom>,
     inner: Mutex<Inner>,
     /// Signalled whenever a job thread ends.
@@ -153,12 +157,12 @@ impl Manager {
         let tick = (mgr.jobs.lease() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         std::thread::Builder::new()
             .name("jobs-lease".into())
-            .spawn(move || coordinate(weak, tick))
+            .spawn(move || super::lease::coordinate(weak, tick))
             .map_err(|e| Error::Unavailable(format!("could not start the lease thread: {e}")))?;
         Ok(mgr)
     }
 
-    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+    pub(super) fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -168,62 +172,6 @@ impl Manager {
 
     pub fn metric_log(&self, id: &str) -> PathBuf {
         self.job_dir(id).join("metrics.jsonl")
-    }
-
-    fn lease_end(&self) -> i64 {
-        now_ms() + self.jobs.lease().as_millis() as i64
-    }
-
-    /// The time after which a run under a lease ending at `until` stops writing: a quarter
-    /// lease before the end, so a step in flight finishes before another replica may start.
-    fn fence(&self, until: i64) -> i64 {
-        until - self.jobs.lease().as_millis() as i64 / 4
-    }
-
-    /// Takes over every job whose lease ran out (its server died or lost the store): a
-    /// CANCELLING one is CANCELLED, a RUNNING one goes back to the queue when it has a
-    /// checkpoint and is FAILED when not. Its checkpoint index and metric points are first
-    /// brought up to date from its directory.
-    fn take_over_expired(&self) -> Result<()> {
-        let now = now_ms();
-        for job in self.store.expired(now)? {
-            if self.inner().running.contains_key(&job.id) {
-                // Still running here (the renewal was late): the next renewal extends it.
-                continue;
-            }
-            let ckpts = self.reindex(&job.id)?;
-            train::repair_metric_log(&self.metric_log(&job.id))?;
-            self.backfill_points(&job.id)?;
-            let note = match ckpts.last() {
-                Some(last) => format!(
-                    "the server running the job stopped (restarted, killed or cut off from the \
-                     store); resuming from checkpoint {} (steps after it are recomputed exactly, \
-                     their metric points kept)",
-                    checkpoint_id(last.step)
-                ),
-                None => "the server running the job stopped before the job's first checkpoint; \
-                         it was not restarted from step 0 (resubmit it, or lower \
-                         checkpoint.every)"
-                    .to_string(),
-            };
-            match self
-                .store
-                .take_over(&job.id, now, ckpts.last().is_some(), &note)?
-            {
-                Some(TakenOver::Requeued) => tracing::warn!(
-                    job = %job.id, from = %job.owner, step = ckpts.last().map_or(0, |c| c.step),
-                    "taking over a job from its checkpoint"
-                ),
-                Some(TakenOver::Failed) => {
-                    tracing::warn!(job = %job.id, from = %job.owner, "a running job had no checkpoint")
-                }
-                Some(TakenOver::Cancelled) => {
-                    tracing::info!(job = %job.id, "finished an interrupted cancel")
-                }
-                None => {} // another replica took it first
-            }
-        }
-        Ok(())
     }
 
     /// Copies the job's metric log into the store (points already there are kept): the log
@@ -239,7 +187,7 @@ impl Manager {
     }
 
     /// Rebuilds a job's checkpoint index from its directory.
-    fn reindex(&self, id: &str) -> Result<Vec<CheckpointRecord>> {
+    pub(super) fn reindex(&self, id: &str) -> Result<Vec<CheckpointRecord>> {
         let all = checkpoint::list(&self.job_dir(id).join("checkpoints"))?
             .into_iter()
             .filter_map(|(step, dir)| {
@@ -256,8 +204,47 @@ impl Manager {
         Ok(all)
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// A job that must exist.
+    pub fn job(&self, id: &str) -> Result<JobRecord> {
+        self.store.job(id)
+    }
+
+    /// Newest first: up to `limit` jobs (optionally in one state) older than the page key
+    /// `before`; returns them with the key to continue from when more may follow.
+    pub fn list(
+        &self,
+        state: Option<JobState>,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<(Vec<JobRecord>, Option<i64>)> {
+        self.store.list(state, limit, before)
+    }
+
+    /// A job's checkpoints, oldest first, and the step of the best one (by
+    /// [`checkpoint::BEST_METRIC`]), if any has it.
+    pub fn checkpoints(&self, id: &str) -> Result<(Vec<CheckpointRecord>, Option<u64>)> {
+        self.store.job(id)?;
+        let all = self.store.checkpoints(id)?;
+        let paths: Vec<_> = all.iter().map(|c| (c.step, c.path.clone())).collect();
+        let best = checkpoint::best(&paths);
+        Ok((all, best))
+    }
+
+    /// A job about to be streamed: points its log has and the store missed (a crash, a store
+    /// from before metric points were stored) are copied in first.
+    pub fn job_for_stream(&self, id: &str) -> Result<JobRecord> {
+        let job = self.store.job(id)?;
+        if job.last_seq > self.store.last_point(id)? {
+            self.backfill_points(id)?;
+        }
+        Ok(job)
+    }
+
+    /// Whether the job has ended, and up to `limit` of its metric points from seq `from`:
+    /// read in that order, so a job seen ended has all its points in the answer's reach.
+    pub fn points(&self, id: &str, from: u64, limit: usize) -> Result<(bool, Vec<MetricPoint>)> {
+        let ended = self.store.job(id)?.state.is_terminal();
+        Ok((ended, self.store.points(id, from, limit)?))
     }
 
     /// Validates a spec document (every problem listed; data paths must exist here) and
@@ -294,11 +281,11 @@ impl Manager {
             id: id.clone(),
             request_id: request_id.to_string(),
             name: spec.name.clone(),
-            state: State::Queued,
+            state: JobState::Queued,
             device: spec.device.clone(),
             submitted_spec: text,
             resolved_spec: spec.to_toml(),
-            created_ms: super::store::now_ms(),
+            created_ms: now_ms(),
             started_ms: None,
             finished_ms: None,
             last_error: String::new(),
@@ -360,66 +347,12 @@ impl Manager {
                 self.store.finish(
                     &id,
                     &self.replica_id,
-                    State::Failed,
+                    JobState::Failed,
                     Some(&format!("could not start: {e}")),
                 )?;
             }
         }
         self.refresh_gauges();
-        Ok(())
-    }
-
-    /// Renews the leases of the jobs running here. A job whose lease another replica took
-    /// stops at its next step without recording anything more; one cancelled through another
-    /// replica (CANCELLING in the store) is cancelled here.
-    fn renew_leases(&self) -> Result<()> {
-        let inner = self.inner();
-        let ids: Vec<String> = inner.running.keys().cloned().collect();
-        drop(inner);
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let until = self.lease_end();
-        let held: HashMap<String, State> = self
-            .store
-            .renew(&self.replica_id, &ids, until)?
-            .into_iter()
-            .collect();
-        let inner = self.inner();
-        for id in ids {
-            let Some(r) = inner.running.get(&id) else {
-                continue;
-            };
-            match held.get(&id) {
-                None => {
-                    // Not held: either it just ended here (its end is recorded) or another
-                    // replica took it over.
-                    let taken = self
-                        .store
-                        .get(&id)?
-                        .is_some_and(|j| !j.state.is_terminal() && j.owner != self.replica_id);
-                    if !taken {
-                        continue;
-                    }
-                    if !r.lost.swap(true, Ordering::AcqRel) {
-                        tracing::error!(job = %id, "lost the job's lease to another replica; stopping it here");
-                    }
-                    r.stop.store(StopReason::Lost as u8, Ordering::Release);
-                }
-                Some(state) => {
-                    r.fence.store(self.fence(until), Ordering::Release);
-                    if *state != State::Cancelling {
-                        continue;
-                    }
-                    let _ = r.stop.compare_exchange(
-                        StopReason::None as u8,
-                        StopReason::Cancel as u8,
-                        Ordering::AcqRel,
-                        Ordering::Acquire,
-                    );
-                }
-            }
-        }
         Ok(())
     }
 
@@ -472,7 +405,7 @@ impl Manager {
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    Err(Error::InvalidArgument(format!("training panicked: {msg}")))
+                    Err(Error::Internal(format!("training panicked: {msg}")))
                 });
                 drop(opts);
                 let _ = done_tx.send(result);
@@ -491,7 +424,9 @@ impl Manager {
     }
 
     /// The recorder of one job: drains its events into the store, the live streams and the
-    /// metrics, then records how it ended and frees its device.
+    /// metrics, then records how it ended and frees its device. One function of ~150 lines on
+    /// purpose: the event loop's closures share the pending points, the progress and the
+    /// `lost` flag, and the end must see exactly what the loop left.
     fn record(
         self: Arc<Self>,
         job: JobRecord,
@@ -592,7 +527,7 @@ impl Manager {
                     let rec = CheckpointRecord {
                         step,
                         path: dir,
-                        saved_ms: super::store::now_ms(),
+                        saved_ms: now_ms(),
                         metrics,
                     };
                     if !lost.load(Ordering::Acquire) {
@@ -604,7 +539,7 @@ impl Manager {
         }
         flush(&mut pending);
         let result = done.recv().unwrap_or_else(|_| {
-            Err(Error::InvalidArgument(
+            Err(Error::Internal(
                 "the training thread ended without a result".into(),
             ))
         });
@@ -615,13 +550,13 @@ impl Manager {
         let (state, error) = match &result {
             _ if lost.load(Ordering::Acquire) => (None, None),
             Ok(s) => match s.stopped {
-                None | Some(StopReason::None) => (Some(State::Completed), None),
-                Some(StopReason::Cancel) => (Some(State::Cancelled), None),
+                None | Some(StopReason::None) => (Some(JobState::Completed), None),
+                Some(StopReason::Cancel) => (Some(JobState::Cancelled), None),
                 // Stays RUNNING in the store: the next server start resumes it.
                 Some(StopReason::Shutdown) => (None, None),
                 Some(StopReason::Lost) => (None, None),
             },
-            Err(e) => (Some(State::Failed), Some(e.to_string())),
+            Err(e) => (Some(JobState::Failed), Some(e.to_string())),
         };
         let mut inner = self.inner();
         if let Some(state) = state {
@@ -649,7 +584,7 @@ impl Manager {
     /// the store's own write) is retried after moving the write-ahead log into the database,
     /// which frees its space, for up to ~15 s; after that the job stays `running` in the store
     /// and the next start recovers it as interrupted.
-    fn record_end(&self, id: &str, state: State, error: Option<&str>) {
+    fn record_end(&self, id: &str, state: JobState, error: Option<&str>) {
         let mut wait = Duration::from_secs(1);
         for attempt in 1..=5 {
             match self.store.finish(id, &self.replica_id, state, error) {
@@ -680,11 +615,14 @@ impl Manager {
         loop {
             let job = self.store.job(id)?;
             let done = match job.state {
-                State::Queued => self.store.transition(id, State::Queued, State::Cancelled)?,
-                State::Running => {
-                    let moved = self
-                        .store
-                        .transition(id, State::Running, State::Cancelling)?;
+                JobState::Queued => {
+                    self.store
+                        .transition(id, JobState::Queued, JobState::Cancelled)?
+                }
+                JobState::Running => {
+                    let moved =
+                        self.store
+                            .transition(id, JobState::Running, JobState::Cancelling)?;
                     if moved {
                         if let Some(r) = self.inner().running.get(id) {
                             r.stop.store(StopReason::Cancel as u8, Ordering::Release);
@@ -692,7 +630,7 @@ impl Manager {
                     }
                     moved
                 }
-                State::Cancelling => true,
+                JobState::Cancelling => true,
                 s => {
                     return Err(Error::FailedPrecondition(format!(
                         "job `{id}` is {}; only queued or running jobs can be cancelled",
@@ -807,7 +745,7 @@ impl Manager {
         } else {
             name.to_string()
         };
-        super::registry::check_name(&name)?;
+        crate::restore::registry::check_name(&name)?;
         let dir = self.model_dir.join(&name);
         if dir.join(artifact::MANIFEST_FILE).exists() {
             let (_, m) = artifact::read_manifest(&dir)?;
@@ -838,48 +776,6 @@ impl Manager {
         match self.store.counts() {
             Ok(counts) => self.prom.job_states(&counts),
             Err(e) => tracing::error!(error = %e, "could not count jobs"),
-        }
-    }
-}
-
-/// The lease thread: renews this server's leases and claims work every `tick`, until the
-/// manager is dropped. It keeps renewing during shutdown, while jobs checkpoint.
-fn coordinate(manager: Weak<Manager>, tick: Duration) {
-    loop {
-        std::thread::sleep(tick);
-        let Some(m) = manager.upgrade() else {
-            return;
-        };
-        if let Err(e) = m.renew_leases() {
-            tracing::error!(error = %e, "could not renew job leases");
-        }
-        if let Err(e) = m.schedule() {
-            tracing::error!(error = %e, "could not schedule jobs");
-        }
-    }
-}
-
-/// A submitted spec document.
-#[derive(Debug, Clone)]
-pub enum SpecDocument {
-    Toml(String),
-    Json(String),
-}
-
-impl SpecDocument {
-    /// The text as submitted and the parsed (not yet validated) spec.
-    pub fn parse(self) -> Result<(String, JobSpec)> {
-        match self {
-            SpecDocument::Toml(t) => {
-                let spec = JobSpec::from_toml(&t)
-                    .map_err(|e| Error::config("spec.toml", e.message().to_string()))?;
-                Ok((t, spec))
-            }
-            SpecDocument::Json(t) => {
-                let spec = serde_json::from_str(&t)
-                    .map_err(|e| Error::config("spec.json", e.to_string()))?;
-                Ok((t, spec))
-            }
         }
     }
 }

@@ -11,22 +11,22 @@ use std::time::{Duration, Instant};
 use candle::Device;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
-use super::config::BatchConfig;
-use super::prom::Prom;
 use crate::config::DataRange;
 use crate::data::Image;
+use crate::grpc::config::BatchConfig;
+use crate::grpc::prometheus::Prom;
 use crate::infer::{self, Tiling};
 use crate::model::Restorer;
 use crate::{Error, Result};
 
 /// One image waiting for the model.
-pub struct Job {
+pub struct Pending {
     pub image: Image,
     pub tiling: Option<Tiling>,
     pub enqueued: Instant,
     pub deadline: Option<Instant>,
     pub reply: oneshot::Sender<Result<Done>>,
-    /// The caller's share of the server-wide queue bound; released when the job is dropped.
+    /// The caller's share of the server-wide queue bound; released when the image is dropped.
     pub permit: OwnedSemaphorePermit,
 }
 
@@ -42,7 +42,7 @@ pub struct Done {
 
 /// The sending side of a model thread.
 pub struct Batcher {
-    tx: SyncSender<Job>,
+    tx: SyncSender<Pending>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -73,9 +73,9 @@ impl Batcher {
         Ok(Self { tx, queued })
     }
 
-    /// Queues a job without waiting; a full queue is RESOURCE_EXHAUSTED.
-    pub fn submit(&self, job: Job) -> Result<()> {
-        match self.tx.try_send(job) {
+    /// Queues an image without waiting; a full queue is RESOURCE_EXHAUSTED.
+    pub fn submit(&self, p: Pending) -> Result<()> {
+        match self.tx.try_send(p) {
             Ok(()) => {
                 self.queued
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -114,17 +114,17 @@ impl Worker {
     }
 
     /// Runs until every sender is gone (the model was unloaded and its requests finished).
-    fn run(self, rx: Receiver<Job>) {
-        let mut pending: VecDeque<Job> = VecDeque::new();
+    fn run(self, rx: Receiver<Pending>) {
+        let mut pending: VecDeque<Pending> = VecDeque::new();
         loop {
             if pending.is_empty() {
                 match rx.recv() {
-                    Ok(job) => pending.push_back(job),
+                    Ok(p) => pending.push_back(p),
                     Err(_) => return,
                 }
             }
-            while let Ok(job) = rx.try_recv() {
-                pending.push_back(job);
+            while let Ok(p) = rx.try_recv() {
+                pending.push_back(p);
             }
             self.wait_for_more(&rx, &mut pending);
             self.drop_stale(&mut pending);
@@ -139,7 +139,7 @@ impl Worker {
 
     /// With a batch wait: keep receiving until the oldest image's batch is full or it waited
     /// `max_batch_wait`.
-    fn wait_for_more(&self, rx: &Receiver<Job>, pending: &mut VecDeque<Job>) {
+    fn wait_for_more(&self, rx: &Receiver<Pending>, pending: &mut VecDeque<Pending>) {
         if self.opts.max_batch_wait().is_zero() {
             return;
         }
@@ -161,30 +161,30 @@ impl Worker {
                 return;
             }
             match rx.recv_timeout(left) {
-                Ok(job) => pending.push_back(job),
+                Ok(p) => pending.push_back(p),
                 Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => return,
             }
         }
     }
 
-    /// Drops jobs whose caller went away and fails those past their deadline.
-    fn drop_stale(&self, pending: &mut VecDeque<Job>) {
+    /// Drops images whose caller went away and fails those past their deadline.
+    fn drop_stale(&self, pending: &mut VecDeque<Pending>) {
         let now = Instant::now();
         let before = pending.len();
         pending.retain(|j| !j.reply.is_closed());
         let mut cancelled = before - pending.len();
         let mut kept = VecDeque::with_capacity(pending.len());
-        for job in pending.drain(..) {
-            if job.deadline.is_some_and(|d| d <= now) {
+        for p in pending.drain(..) {
+            if p.deadline.is_some_and(|d| d <= now) {
                 self.prom.expired();
-                let waited = job.enqueued.elapsed();
-                let _ = job.reply.send(Err(Error::DeadlineExceeded(format!(
+                let waited = p.enqueued.elapsed();
+                let _ = p.reply.send(Err(Error::DeadlineExceeded(format!(
                     "the deadline passed after {} ms in the queue",
                     waited.as_millis()
                 ))));
                 cancelled += 1;
             } else {
-                kept.push_back(job);
+                kept.push_back(p);
             }
         }
         *pending = kept;
@@ -194,9 +194,9 @@ impl Worker {
         }
     }
 
-    /// The oldest job plus, unless it is tiled, the next ones of the same padded shape that
+    /// The oldest image plus, unless it is tiled, the next ones of the same padded shape that
     /// fit the batch size and pixel budget (in arrival order).
-    fn take_batch(&self, pending: &mut VecDeque<Job>) -> Vec<Job> {
+    fn take_batch(&self, pending: &mut VecDeque<Pending>) -> Vec<Pending> {
         let Some(first) = pending.pop_front() else {
             return Vec::new();
         };
@@ -207,20 +207,20 @@ impl Worker {
         let pixels = key.0 * key.1;
         let mut batch = vec![first];
         let mut rest = VecDeque::with_capacity(pending.len());
-        for job in pending.drain(..) {
+        for p in pending.drain(..) {
             let fits = batch.len() < self.opts.max_batch_size
                 && (batch.len() + 1) * pixels <= self.opts.max_batch_pixels;
-            if fits && job.tiling.is_none() && self.padded(&job.image) == key {
-                batch.push(job);
+            if fits && p.tiling.is_none() && self.padded(&p.image) == key {
+                batch.push(p);
             } else {
-                rest.push_back(job);
+                rest.push_back(p);
             }
         }
         *pending = rest;
         batch
     }
 
-    fn run_batch(&self, batch: Vec<Job>) {
+    fn run_batch(&self, batch: Vec<Pending>) {
         let started = Instant::now();
         let tiled = batch.len() == 1 && batch[0].tiling.is_some();
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -244,10 +244,10 @@ impl Worker {
         self.prom.batch(n, n * h * w, inference);
         match result {
             Ok(images) => {
-                for (job, image) in batch.into_iter().zip(images) {
-                    let queue = started.saturating_duration_since(job.enqueued);
+                for (p, image) in batch.into_iter().zip(images) {
+                    let queue = started.saturating_duration_since(p.enqueued);
                     self.prom.queued(queue);
-                    let _ = job.reply.send(Ok(Done {
+                    let _ = p.reply.send(Ok(Done {
                         image,
                         queue,
                         inference,
@@ -259,8 +259,8 @@ impl Worker {
             Err(e) => {
                 tracing::error!(error = %e, batch = n, "inference failed");
                 let msg = e.to_string();
-                for job in batch {
-                    let _ = job
+                for p in batch {
+                    let _ = p
                         .reply
                         .send(Err(Error::Unavailable(format!("inference failed: {msg}"))));
                 }

@@ -11,11 +11,11 @@ use std::time::{Duration, Instant, SystemTime};
 use candle::Device;
 use tokio::sync::{oneshot, Semaphore};
 
-use super::batcher::{Batcher, Job};
-use super::config::BatchConfig;
-use super::prom::Prom;
+use super::batcher::{Batcher, Pending};
 use crate::artifact::{self, Manifest};
 use crate::data::Image;
+use crate::grpc::config::BatchConfig;
+use crate::grpc::prometheus::Prom;
 use crate::{Error, Result};
 
 /// One loaded version of a model.
@@ -399,7 +399,7 @@ fn warm_up(served: &Served, permits: &Arc<Semaphore>) -> Result<()> {
         .try_acquire_owned()
         .map_err(|_| Error::Overloaded("the queue is full; cannot warm the model up now".into()))?;
     let (tx, rx) = oneshot::channel();
-    served.batcher.submit(Job {
+    served.batcher.submit(Pending {
         image,
         tiling: None,
         enqueued: Instant::now(),

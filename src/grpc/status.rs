@@ -1,0 +1,65 @@
+//! The only mapping from [`Error`] to a gRPC status in the crate: its code, and the message a
+//! client gets. Server faults (INTERNAL: I/O, tensors, the data loader, SQLite, a panicked job
+//! thread) reach the client as a generic message; their detail is logged here. Bad spec values
+//! travel as `google.rpc.BadRequest` field violations.
+
+use tonic::{Code, Status};
+
+use crate::Error;
+
+/// What an INTERNAL status says to the client (the detail is in the server log).
+pub const INTERNAL_MESSAGE: &str = "internal error; the server log has the details";
+
+impl Error {
+    /// The gRPC status code of this error.
+    pub fn code(&self) -> Code {
+        match self {
+            Error::Config { .. }
+            | Error::Spec(_)
+            | Error::InvalidArgument(_)
+            | Error::Image { .. } => Code::InvalidArgument,
+            Error::NotFound(_) => Code::NotFound,
+            Error::AlreadyExists(_) => Code::AlreadyExists,
+            Error::Unavailable(_) | Error::Postgres(_) => Code::Unavailable,
+            Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::Unauthenticated(_) => Code::Unauthenticated,
+            Error::PermissionDenied(_) => Code::PermissionDenied,
+            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
+            Error::Data(_)
+            | Error::Checkpoint(_)
+            | Error::Artifact(_)
+            | Error::FailedPrecondition(_) => Code::FailedPrecondition,
+            Error::Io { .. }
+            | Error::Tensor(_)
+            | Error::Loader(_)
+            | Error::Store(_)
+            | Error::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+/// The code and the message a client gets for `err`; an INTERNAL one is logged with its
+/// detail and answered with [`INTERNAL_MESSAGE`].
+pub fn code_and_message(err: &Error) -> (Code, String) {
+    let code = err.code();
+    if code == Code::Internal {
+        tracing::error!(error = %err, "internal error");
+        return (code, INTERNAL_MESSAGE.to_string());
+    }
+    (code, err.to_string())
+}
+
+impl From<Error> for Status {
+    fn from(err: Error) -> Self {
+        let (code, msg) = code_and_message(&err);
+        let violations = err.field_violations();
+        if violations.is_empty() {
+            return Status::new(code, msg);
+        }
+        let mut details = tonic_types::ErrorDetails::new();
+        for (field, description) in violations {
+            details.add_bad_request_violation(field, description);
+        }
+        <Status as tonic_types::StatusExt>::with_error_details(code, msg, details)
+    }
+}
