@@ -133,7 +133,7 @@ pub fn spec(data: &DemoData, method: Method, steps: Option<u64>) -> Result<JobSp
     }
     if let Some(s) = steps {
         spec.steps = s;
-        // A shorter run keeps the warm-up's share of it (25 of 250 steps).
+        // A shorter run keeps the warm-up's share of it (18 of 180 steps).
         spec.optimizer.warmup_steps = spec.optimizer.warmup_steps.min(s / 10);
     }
     spec.loss.ramp_steps = (spec.steps / 2).max(1);
