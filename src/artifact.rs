@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{DataRange, JobSpec, Weights};
+use crate::fsio;
 use crate::model::{self, ArchConfig, Restorer};
 use crate::{Error, Result};
 
@@ -62,27 +63,15 @@ fn sha256_file(path: &Path) -> Result<String> {
 pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -> Result<Manifest> {
     // The tensors must build the declared architecture exactly.
     check_tensors(&info.arch, tensors)?;
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let tmp = parent.join(format!(
-        ".tmp-{}",
-        dir.file_name().and_then(|n| n.to_str()).unwrap_or("model")
-    ));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let tmp = fsio::temp_dir(dir, "model")?;
     let cpu: HashMap<String, Tensor> = tensors
         .iter()
         .map(|(k, v)| Ok((k.clone(), v.to_device(&Device::Cpu)?)))
         .collect::<Result<_>>()?;
     let weights_path = tmp.join(WEIGHTS_FILE);
     candle::safetensors::save(&cpu, &weights_path)
-        .map_err(|e| Error::Artifact(format!("writing {}: {e}", weights_path.display())))?;
-    crate::train::checkpoint::sync(&weights_path)?;
+        .map_err(|e| Error::artifact(format!("writing {}: {e}", weights_path.display())))?;
+    fsio::sync(&weights_path)?;
     let manifest = Manifest {
         format_version: FORMAT_VERSION,
         name: info.name,
@@ -96,20 +85,14 @@ pub fn export(dir: &Path, tensors: &HashMap<String, Tensor>, info: ExportInfo) -
         source_spec: info.source_spec,
         source_job: info.source_job,
         noiseda_version: env!("CARGO_PKG_VERSION").to_string(),
-        created_unix: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
+        created_unix: crate::clock::unix_secs(),
     };
     let mpath = tmp.join(MANIFEST_FILE);
     let json = serde_json::to_vec_pretty(&manifest).expect("manifest serialises. This is a bug.");
     std::fs::write(&mpath, json).map_err(|e| Error::io(&mpath, e))?;
-    crate::train::checkpoint::sync(&mpath)?;
-    crate::train::checkpoint::sync(&tmp)?;
-    if dir.exists() {
-        std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    std::fs::rename(&tmp, dir).map_err(|e| Error::io(dir, e))?;
+    fsio::sync(&mpath)?;
+    fsio::sync(&tmp)?;
+    fsio::publish_dir(&tmp, dir)?;
     Ok(manifest)
 }
 
@@ -135,12 +118,12 @@ fn check_tensors(arch: &ArchConfig, tensors: &HashMap<String, Tensor>) -> Result
     for (name, dims) in &expected {
         match tensors.get(name) {
             None => {
-                return Err(Error::Artifact(format!(
+                return Err(Error::artifact(format!(
                     "weights lack `{name}` required by {arch:?}"
                 )))
             }
             Some(t) if t.dims() != dims.as_slice() => {
-                return Err(Error::Artifact(format!(
+                return Err(Error::artifact(format!(
                     "`{name}` has shape {:?}, {arch:?} needs {dims:?}",
                     t.dims()
                 )))
@@ -149,7 +132,7 @@ fn check_tensors(arch: &ArchConfig, tensors: &HashMap<String, Tensor>) -> Result
         }
     }
     if let Some(extra) = tensors.keys().find(|k| !expected.contains_key(*k)) {
-        return Err(Error::Artifact(format!(
+        return Err(Error::artifact(format!(
             "weights have `{extra}`, which {arch:?} does not use"
         )));
     }
@@ -166,7 +149,15 @@ pub struct LoadedModel {
 }
 
 /// Reads a manifest (from an artifact directory or the manifest file itself).
+/// A path that does not exist is [`Error::NotFound`], named as given.
 pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
+    if !path.exists() {
+        return Err(Error::NotFound(format!(
+            "{} does not exist (pass a model directory written by `noiseda train` or \
+             `noiseda export`, with its {MANIFEST_FILE})",
+            path.display()
+        )));
+    }
     let dir = if path.is_dir() {
         path.to_path_buf()
     } else {
@@ -175,7 +166,7 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
     let mpath = dir.join(MANIFEST_FILE);
     let bytes = std::fs::read(&mpath).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            Error::Artifact(format!(
+            Error::artifact(format!(
                 "{} has no {MANIFEST_FILE}; pass a model directory written by `noiseda train` or `noiseda export`",
                 dir.display()
             ))
@@ -185,9 +176,9 @@ pub fn read_manifest(path: &Path) -> Result<(PathBuf, Manifest)> {
     })?;
     // serde_json names the line and column of invalid UTF-8 as of any other syntax error.
     let manifest: Manifest = serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Artifact(format!("{}: {e}", mpath.display())))?;
+        .map_err(|e| Error::artifact(format!("{}: {e}", mpath.display())))?;
     if manifest.format_version != FORMAT_VERSION {
-        return Err(Error::Artifact(format!(
+        return Err(Error::artifact(format!(
             "{} has format_version {}, this build reads {FORMAT_VERSION}",
             mpath.display(),
             manifest.format_version
@@ -204,7 +195,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     let bytes = std::fs::read(&wpath).map_err(|e| Error::io(&wpath, e))?;
     let actual = format!("{:x}", Sha256::digest(&bytes));
     if actual != manifest.sha256 {
-        return Err(Error::Artifact(format!(
+        return Err(Error::artifact(format!(
             "sha256 of {} is {actual}, manifest says {}: the weights were changed or corrupted",
             wpath.display(),
             manifest.sha256
@@ -212,12 +203,12 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedModel> {
     }
     manifest.arch.validate()?;
     let tensors = candle::safetensors::load_buffer(&bytes, device)
-        .map_err(|e| Error::Artifact(format!("{}: {e}", wpath.display())))?;
+        .map_err(|e| Error::artifact(format!("{}: {e}", wpath.display())))?;
     let net = check_tensors(&manifest.arch, &tensors)
-        .map_err(|e| Error::Artifact(format!("{}: {e}", wpath.display())))?;
+        .map_err(|e| Error::artifact(format!("{}: {e}", wpath.display())))?;
     let params = model::parameter_count(&manifest.arch)?;
     if params != manifest.parameters {
-        return Err(Error::Artifact(format!(
+        return Err(Error::artifact(format!(
             "manifest says {} parameters, {:?} has {params}",
             manifest.parameters, manifest.arch
         )));

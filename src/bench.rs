@@ -72,7 +72,7 @@ impl Case {
             .into_iter()
             .find(|c| c.name() == name)
             .ok_or_else(|| {
-                Error::InvalidArgument(format!(
+                Error::invalid_input(format!(
                     "unknown bench case `{name}`; cases: {}",
                     Self::EVERY.map(|c| c.name()).join(", ")
                 ))
@@ -349,9 +349,9 @@ pub fn parity(
 ) -> Result<Vec<ParityRow>> {
     let dev = crate::device::open(device)?;
     let arch = ArchConfig::preset(restorer)
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown restorer preset `{restorer}`")))?;
+        .ok_or_else(|| Error::invalid_input(format!("unknown restorer preset `{restorer}`")))?;
     let dcfg = DiffusionConfig::preset(diffusion)
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown diffusion preset `{diffusion}`")))?;
+        .ok_or_else(|| Error::invalid_input(format!("unknown diffusion preset `{diffusion}`")))?;
     let cpu = Model::new(&arch, Some(&dcfg), 0, &Device::Cpu)?;
     let other = Model::new(&arch, Some(&dcfg), 0, &dev)?;
     other.load_tensors(
@@ -437,7 +437,7 @@ pub fn run_case_isolated(case: Case, opts: &BenchOptions) -> Result<CaseTiming> 
 
 fn parse_child<T: for<'de> Deserialize<'de>>(out: &std::process::Output, what: &str) -> Result<T> {
     if !out.status.success() {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "{what} failed ({}): {}",
             out.status,
             String::from_utf8_lossy(&out.stderr).trim()
@@ -446,7 +446,7 @@ fn parse_child<T: for<'de> Deserialize<'de>>(out: &std::process::Output, what: &
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(line)
-        .map_err(|e| Error::Data(format!("{what} printed no result ({e}): {stdout}")))
+        .map_err(|e| Error::data(format!("{what} printed no result ({e}): {stdout}")))
 }
 
 /// How to run the PyTorch reference.
@@ -475,7 +475,7 @@ impl Reference {
             return Ok(String::from_utf8_lossy(&out.stdout).trim().to_string());
         }
         if !install {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "PyTorch does not import in {} (run `{} -m pip install torch`)",
                 self.python.display(),
                 self.python.display()
@@ -491,7 +491,7 @@ impl Reference {
             .map_err(|e| Error::io(&self.python, e))?;
         let out = probe().map_err(|e| Error::io(&self.python, e))?;
         if !status.success() || !out.status.success() {
-            return Err(Error::Data(format!(
+            return Err(Error::data(format!(
                 "could not install PyTorch with {} -m pip install torch",
                 self.python.display()
             )));
@@ -501,7 +501,7 @@ impl Reference {
 
     fn run(&self, case: &str, opts: &BenchOptions) -> Result<std::process::Output> {
         if !self.script.is_file() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "reference script {} not found (run from the repository root or pass --reference)",
                 self.script.display()
             )));

@@ -17,7 +17,7 @@ use crate::grpc::convert;
 use crate::jobs::JobState;
 use crate::pb;
 use crate::pb::training_client::TrainingClient;
-use crate::train::MetricPoint;
+use crate::runlog::MetricPoint;
 use crate::{Error, Result};
 
 /// How long `--follow` keeps trying to reconnect before giving up.
@@ -34,14 +34,14 @@ pub struct Client {
 fn status(server: &str, s: tonic::Status) -> Error {
     let msg = format!("{}: {}", server, s.message());
     match s.code() {
-        tonic::Code::InvalidArgument => Error::InvalidArgument(msg),
+        tonic::Code::InvalidArgument => Error::invalid_input(msg),
         tonic::Code::NotFound => Error::NotFound(msg),
-        tonic::Code::FailedPrecondition => Error::FailedPrecondition(msg),
-        tonic::Code::AlreadyExists => Error::AlreadyExists(msg),
+        tonic::Code::FailedPrecondition => Error::precondition(msg),
+        tonic::Code::AlreadyExists => Error::Conflict(msg),
         tonic::Code::Unauthenticated => Error::Unauthenticated(msg),
-        tonic::Code::PermissionDenied => Error::PermissionDenied(msg),
+        tonic::Code::PermissionDenied => Error::Denied(msg),
         tonic::Code::ResourceExhausted => Error::Overloaded(msg),
-        _ => Error::Unavailable(format!("{msg} ({:?})", s.code())),
+        _ => Error::unavailable(format!("{msg} ({:?})", s.code())),
     }
 }
 
@@ -66,10 +66,10 @@ impl Client {
         let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
         let mut spec: JobSpec = if file.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text)
-                .map_err(|e| Error::config(file.display().to_string(), e.to_string()))?
+                .map_err(|e| Error::invalid(file.display().to_string(), e.to_string()))?
         } else {
             JobSpec::from_toml(&text)
-                .map_err(|e| Error::config(file.display().to_string(), e.to_string()))?
+                .map_err(|e| Error::invalid(file.display().to_string(), e.to_string()))?
         };
         let base = file
             .parent()
@@ -191,17 +191,17 @@ impl Client {
             .files
             .iter()
             .find(|f| f.name == crate::artifact::WEIGHTS_FILE)
-            .ok_or_else(|| Error::Artifact("the server sent no weights file".into()))?;
+            .ok_or_else(|| Error::artifact("the server sent no weights file"))?;
         let got = format!("{:x}", Sha256::digest(&weights_file.data));
         if got != sha {
-            return Err(Error::Artifact(format!(
+            return Err(Error::artifact(format!(
                 "weights arrived with sha256 {got}, the manifest says {sha}"
             )));
         }
         std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
         for f in &r.files {
             if f.name.contains('/') || f.name.contains("..") {
-                return Err(Error::Artifact(format!(
+                return Err(Error::artifact(format!(
                     "bad file name `{}` from the server",
                     f.name
                 )));
@@ -225,7 +225,7 @@ pub fn parse_state(s: &str) -> Result<pb::JobState> {
         return Ok(pb::JobState::Unspecified);
     }
     JobState::parse(&s).map(convert::job_state).ok_or_else(|| {
-        Error::InvalidArgument(format!(
+        Error::invalid_input(format!(
             "state `{s}`: expected all, queued, running, cancelling, completed, failed or cancelled"
         ))
     })
@@ -298,12 +298,12 @@ pub async fn follow(remote: &Remote, id: &str, progress: bool) -> Result<pb::Job
                 return Ok(job);
             }
             Ok(_) => {}
-            Err(e @ (Error::NotFound(_) | Error::InvalidArgument(_))) => return Err(e),
+            Err(e @ (Error::NotFound(_) | Error::Invalid { .. })) => return Err(e),
             Err(e) => {
                 let since = *lost_since.get_or_insert_with(std::time::Instant::now);
                 if since.elapsed() > RECONNECT_FOR {
                     bar.abandon();
-                    return Err(Error::Unavailable(format!(
+                    return Err(Error::unavailable(format!(
                         "lost job {id} at seq {next} for {} s: {e}; `noiseda jobs submit` is \
                          idempotent with --request-id, and `noiseda jobs get {id}` shows the job",
                         RECONNECT_FOR.as_secs()
@@ -331,7 +331,7 @@ fn format_for(path: &Path) -> Result<pb::OutputFormat> {
         "png" => Ok(pb::OutputFormat::Png),
         "jpg" | "jpeg" => Ok(pb::OutputFormat::Jpeg),
         "webp" => Ok(pb::OutputFormat::Webp),
-        _ => Err(Error::InvalidArgument(format!(
+        _ => Err(Error::invalid_input(format!(
             "output {} needs a png, jpg or webp extension",
             path.display()
         ))),
@@ -391,22 +391,22 @@ pub async fn restore_remote(
                 .restore(req)
                 .await
                 .map_err(|s| status(&url, s))
-                .map_err(|e| Error::InvalidArgument(format!("{}: {e}", src.display())))?
+                .map_err(|e| Error::invalid_input(format!("{}: {e}", src.display())))?
                 .into_inner();
             let img = resp.images.into_iter().next().ok_or_else(|| {
-                Error::Unavailable(format!("{}: the server returned no image", src.display()))
+                Error::unavailable(format!("{}: the server returned no image", src.display()))
             })?;
-            crate::infer::write_atomic(&dst, &img.data)?;
+            crate::fsio::write_atomic(&dst, &img.data)?;
             Ok::<_, Error>(dst)
         });
         while let Some(done) = tasks.try_join_next() {
             written
-                .push(done.map_err(|e| Error::Unavailable(format!("restore task failed: {e}")))??);
+                .push(done.map_err(|e| Error::unavailable(format!("restore task failed: {e}")))??);
             bar.inc(1);
         }
     }
     while let Some(done) = tasks.join_next().await {
-        written.push(done.map_err(|e| Error::Unavailable(format!("restore task failed: {e}")))??);
+        written.push(done.map_err(|e| Error::unavailable(format!("restore task failed: {e}")))??);
         bar.inc(1);
     }
     bar.finish_and_clear();

@@ -5,7 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::ArchConfig;
+pub use crate::data::spec::{
+    DataRange, DataSpec, Degradation, FolderSpec, PairedSpec, SyntheticSpec,
+};
+pub use crate::method::spec::{Conditions, Hinge, LossSpec, Method};
+pub use crate::model::spec::{DiffusionSpec, RestorerInit, RestorerSpec};
+
+use crate::check::range_ok;
 use crate::{Error, Result};
 
 /// A whole training job. Same fields as the gRPC `JobSpec`; unknown keys are an error.
@@ -68,474 +74,6 @@ impl Task {
         match self {
             Task::Denoise => DataRange::Unit,
             Task::Derain | Task::Deblur => DataRange::Signed,
-        }
-    }
-}
-
-/// The value range images have inside the networks. Files and metrics are always [0, 1].
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum DataRange {
-    /// [0, 1].
-    #[default]
-    Unit,
-    /// [-1, 1] (x·2 − 1).
-    Signed,
-}
-
-impl DataRange {
-    /// Maps [0, 1] pixels into the network range.
-    pub fn to_net(self, xs: &candle::Tensor) -> candle::Result<candle::Tensor> {
-        match self {
-            DataRange::Unit => Ok(xs.clone()),
-            DataRange::Signed => xs.affine(2.0, -1.0),
-        }
-    }
-
-    /// Maps network outputs back to [0, 1] pixels (not clamped).
-    pub fn from_net(self, xs: &candle::Tensor) -> candle::Result<candle::Tensor> {
-        match self {
-            DataRange::Unit => Ok(xs.clone()),
-            DataRange::Signed => xs.affine(0.5, 0.5),
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DataRange::Unit => "unit",
-            DataRange::Signed => "signed",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// Charbonnier on the synthetic pairs only.
-    #[default]
-    Vanilla,
-    /// Denoising as Adaptation: + λ·diffusion loss conditioned on the restored synthetic and
-    /// real images, with channel shuffle and the residual-swap hinge.
-    NoiseDa,
-    /// The paper's extension ("Ours-Ex"): the diffusion target is an unpaired clean image, no
-    /// contrastive term.
-    NoiseDaUnpaired,
-}
-
-impl Method {
-    pub fn uses_diffusion(self) -> bool {
-        !matches!(self, Method::Vanilla)
-    }
-}
-
-/// What the residual-swap hinge compares.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Hinge {
-    /// `relu(mean MSE_pos − mean MSE_neg + δ)` over the batch (the official code).
-    #[default]
-    Batch,
-    /// `mean_i relu(MSE_pos,i − MSE_neg,i + δ)`: stays active while any sample violates it.
-    Sample,
-}
-
-/// Which restored images fill the diffusion network's two condition slots.
-#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Conditions {
-    /// Synthetic and real (the method).
-    #[default]
-    Both,
-    /// Only the synthetic output, in both slots (ablation).
-    Synthetic,
-    /// Only the real output, in both slots (ablation).
-    Real,
-}
-
-/// The diffusion network: a preset or explicit sizes, and the noise schedule.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DiffusionSpec {
-    /// `diffusion-t`, `diffusion-s` or `diffusion-b` (channels [32,32,64,64] / [32,64,128,128] /
-    /// [64,128,256,512]); explicit fields below override it.
-    #[serde(default = "default_diffusion_preset")]
-    pub preset: String,
-    pub channels: Option<Vec<usize>>,
-    pub res_blocks: Option<usize>,
-    pub attention: Option<bool>,
-    pub dropout: Option<f64>,
-    /// Steps of the linear β schedule.
-    #[serde(default = "default_timesteps")]
-    pub timesteps: usize,
-    /// β at the first and the last step.
-    #[serde(default = "default_beta")]
-    pub beta: [f64; 2],
-}
-
-fn default_diffusion_preset() -> String {
-    "diffusion-t".into()
-}
-fn default_timesteps() -> usize {
-    1000
-}
-fn default_beta() -> [f64; 2] {
-    [1e-6, 1e-2]
-}
-
-impl Default for DiffusionSpec {
-    fn default() -> Self {
-        Self {
-            preset: default_diffusion_preset(),
-            channels: None,
-            res_blocks: None,
-            attention: None,
-            dropout: None,
-            timesteps: default_timesteps(),
-            beta: default_beta(),
-        }
-    }
-}
-
-impl DiffusionSpec {
-    pub fn resolve(&self) -> Result<crate::model::DiffusionConfig> {
-        let mut cfg = crate::model::DiffusionConfig::preset(&self.preset).ok_or_else(|| {
-            Error::config(
-                "diffusion.preset",
-                format!(
-                    "unknown preset `{}`; expected one of {}",
-                    self.preset,
-                    crate::model::DiffusionConfig::PRESETS.join(", ")
-                ),
-            )
-        })?;
-        if let Some(c) = &self.channels {
-            cfg.channels = c.clone();
-        }
-        if let Some(r) = self.res_blocks {
-            cfg.res_blocks = r;
-        }
-        if let Some(a) = self.attention {
-            cfg.attention = a;
-        }
-        if let Some(d) = self.dropout {
-            cfg.dropout = d;
-        }
-        cfg.validate().map_err(|e| Error::config("diffusion", e))?;
-        Ok(cfg)
-    }
-}
-
-/// The restorer: a preset name, or an explicit architecture.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RestorerSpec {
-    /// `unet-t`, `unet-s`, `unet-b` or `dncnn`.
-    pub preset: Option<String>,
-    /// `unet` or `dncnn` (instead of a preset).
-    pub arch: Option<String>,
-    /// U-Net base width (channels of the first level).
-    pub width: Option<usize>,
-    /// U-Net depth (levels, including the bottleneck).
-    pub depth: Option<usize>,
-    /// DnCNN number of conv layers.
-    pub layers: Option<usize>,
-    /// DnCNN feature channels.
-    pub features: Option<usize>,
-    /// `kaiming` (the official init, the default) or `identity`: the same init with the last
-    /// conv zeroed, so the residual restorer starts as the identity `y = x`.
-    #[serde(default, skip_serializing_if = "RestorerInit::is_default")]
-    pub init: RestorerInit,
-}
-
-/// How the restorer's weights start.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum RestorerInit {
-    /// Kaiming-normal on every conv, zero biases (official `core/base_network.py`).
-    #[default]
-    Kaiming,
-    /// Kaiming, then the head (last conv) zeroed: R(x) = 0 at step 0.
-    Identity,
-}
-
-impl RestorerInit {
-    fn is_default(&self) -> bool {
-        *self == Self::default()
-    }
-}
-
-impl RestorerSpec {
-    /// Resolves the preset or explicit fields into an architecture.
-    pub fn resolve(&self) -> Result<ArchConfig> {
-        match (&self.preset, &self.arch) {
-            (Some(_), Some(_)) => Err(Error::config(
-                "restorer",
-                "give either `preset` or `arch`, not both",
-            )),
-            (Some(p), None) => {
-                if self.width.is_some()
-                    || self.depth.is_some()
-                    || self.layers.is_some()
-                    || self.features.is_some()
-                {
-                    return Err(Error::config(
-                        "restorer",
-                        "size fields (width, depth, layers, features) need `arch`, not `preset`",
-                    ));
-                }
-                ArchConfig::preset(p).ok_or_else(|| {
-                    Error::config(
-                        "restorer.preset",
-                        format!(
-                            "unknown preset `{p}`; expected one of {}",
-                            ArchConfig::PRESETS.join(", ")
-                        ),
-                    )
-                })
-            }
-            (None, Some(a)) => {
-                let arch = match a.as_str() {
-                    "unet" => {
-                        if self.layers.is_some() || self.features.is_some() {
-                            return Err(Error::config(
-                                "restorer",
-                                "`layers`/`features` belong to dncnn; unet takes width and depth",
-                            ));
-                        }
-                        let base = crate::model::UNetConfig::default();
-                        ArchConfig::UNet(crate::model::UNetConfig {
-                            width: self.width.unwrap_or(base.width),
-                            depth: self.depth.unwrap_or(base.depth),
-                            slope: base.slope,
-                        })
-                    }
-                    "dncnn" => {
-                        if self.width.is_some() || self.depth.is_some() {
-                            return Err(Error::config(
-                                "restorer",
-                                "`width`/`depth` belong to unet; dncnn takes layers and features",
-                            ));
-                        }
-                        let base = crate::model::DnCnnConfig::default();
-                        ArchConfig::DnCnn(crate::model::DnCnnConfig {
-                            layers: self.layers.unwrap_or(base.layers),
-                            features: self.features.unwrap_or(base.features),
-                        })
-                    }
-                    other => {
-                        return Err(Error::config(
-                            "restorer.arch",
-                            format!("unknown arch `{other}`; expected `unet` or `dncnn`"),
-                        ))
-                    }
-                };
-                arch.validate()?;
-                Ok(arch)
-            }
-            (None, None) => Err(Error::config(
-                "restorer",
-                "missing `preset` (e.g. \"unet-t\") or `arch`",
-            )),
-        }
-    }
-}
-
-/// Where training and validation images come from.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct DataSpec {
-    /// Square training patch side in pixels (multiple of 8).
-    #[serde(default = "default_patch")]
-    pub patch: usize,
-    /// Synthetic pairs per batch.
-    #[serde(default = "default_batch")]
-    pub batch: usize,
-    /// Batches prepared ahead by the loader thread (bounded queue).
-    #[serde(default = "default_prefetch")]
-    pub prefetch: usize,
-    /// Labelled (synthetic-domain) training pairs.
-    pub synthetic: SyntheticSpec,
-    /// Unlabeled real-domain degraded images (used by the adaptation methods).
-    pub real: Option<FolderSpec>,
-    /// Unpaired clean images: the diffusion target of `noise-da-unpaired`.
-    pub unpaired: Option<FolderSpec>,
-    /// Paired validation folders.
-    pub val: Option<PairedSpec>,
-    /// Network value range; default from `task` (`unit` = [0, 1], `signed` = [-1, 1]).
-    pub range: Option<DataRange>,
-}
-
-fn default_patch() -> usize {
-    64
-}
-fn default_batch() -> usize {
-    8
-}
-fn default_prefetch() -> usize {
-    4
-}
-
-/// Synthetic pairs: a clean folder plus a degradation, or already-paired folders.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct SyntheticSpec {
-    /// Folder of clean photos, degraded on the fly by `degradation`.
-    pub clean: Option<PathBuf>,
-    /// Degradation applied to crops of `clean`.
-    pub degradation: Option<Degradation>,
-    /// Degraded inputs of pre-made pairs (matched to `gt` by file name).
-    pub lq: Option<PathBuf>,
-    /// Targets of pre-made pairs.
-    pub gt: Option<PathBuf>,
-    /// A dataset root holding paired folders in a known layout (`input`/`target` as Rain13K
-    /// and SPA, `blur`/`sharp` as GoPro, `blur`/`gt` as RealBlur; nested per scene or flat).
-    pub root: Option<PathBuf>,
-}
-
-/// A synthetic degradation recipe.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Degradation {
-    /// Additive white Gaussian noise, σ drawn per image uniformly from `sigma` (0–255 units),
-    /// not clipped (as the official code).
-    Awgn { sigma: [f32; 2] },
-    /// Realistic camera noise: Poisson–Gaussian raw noise, Bayer demosaic, gamma, JPEG
-    /// (`shot`, `read`, `jpeg` ranges; see `data::camera`).
-    Camera(crate::data::camera::CameraNoise),
-    /// A camera pipeline with its parameters drawn per image: unprocess to raw, shot and read
-    /// noise, demosaic, white balance, colour correction, tone curve, JPEG (see `data::isp`).
-    Isp(crate::data::isp::IspNoise),
-    /// Rain streaks of random angle, length, density, blur and brightness (see `data::rain`).
-    Rain(crate::data::rain::RainStreaks),
-    /// Motion blur along random trajectories or defocus discs, plus mild noise (see
-    /// `data::blur`).
-    Blur(crate::data::blur::BlurKernels),
-}
-
-impl Degradation {
-    /// Parses a recipe written as an inline TOML table (`{ kind = "isp", jpeg = [80, 95] }`)
-    /// and checks its ranges.
-    pub fn from_inline_toml(text: &str) -> Result<Self> {
-        #[derive(Deserialize)]
-        struct Holder {
-            degradation: Degradation,
-        }
-        let holder: Holder = toml::from_str(&format!("degradation = {text}"))
-            .map_err(|e| Error::config("degradation", e.message().to_string()))?;
-        holder.degradation.validate("degradation")?;
-        Ok(holder.degradation)
-    }
-
-    /// Checks the recipe's ranges; errors name the bad key under `prefix`.
-    pub fn validate(&self, prefix: &str) -> Result<()> {
-        let check = |r: std::result::Result<(), (&'static str, String)>| {
-            r.map_err(|(k, m)| Error::config(format!("{prefix}.{k}"), m))
-        };
-        match self {
-            Degradation::Isp(i) => check(i.validate()),
-            Degradation::Rain(r) => check(r.validate()),
-            Degradation::Blur(b) => check(b.validate()),
-            _ => Ok(()),
-        }
-    }
-
-    /// Pixels of context a degradation reads beyond each side of the patch (blur kernels);
-    /// the loader crops that much more and trims it after degrading.
-    pub fn margin(&self) -> usize {
-        match self {
-            Degradation::Blur(b) => b.max_radius(),
-            _ => 0,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct FolderSpec {
-    pub dir: PathBuf,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PairedSpec {
-    /// Degraded images (matched to `gt` by file name).
-    pub lq: Option<PathBuf>,
-    pub gt: Option<PathBuf>,
-    /// Or a dataset root in a known layout (see `data.synthetic.root`).
-    pub root: Option<PathBuf>,
-    /// Use at most this many pairs (sorted by name); 0 = all.
-    #[serde(default)]
-    pub max_images: usize,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct LossSpec {
-    /// Charbonnier ε (the square is added inside the root).
-    #[serde(default = "default_charbonnier_eps")]
-    pub charbonnier_eps: f64,
-    /// λ_max of the diffusion loss: λ = diffusion_weight·tanh(2.5·p).
-    #[serde(default = "default_diffusion_weight")]
-    pub diffusion_weight: f64,
-    /// Steps over which p ramps from 0 to 1 (the official code: 300 epochs).
-    #[serde(default = "default_ramp_steps")]
-    pub ramp_steps: u64,
-    /// Steps with λ = 0 before the ramp starts (the diffusion net trains alone first).
-    #[serde(default)]
-    pub hold_steps: u64,
-    /// Margin δ of the residual-swap hinge.
-    #[serde(default = "default_margin")]
-    pub margin: f64,
-    /// Whether the hinge compares batch-mean MSEs (the official code) or each sample's.
-    #[serde(default)]
-    pub hinge: Hinge,
-    /// Per-sample swap of the two condition slots ("channel shuffle").
-    #[serde(default = "yes")]
-    pub shuffle: bool,
-    /// The residual-swap contrastive term (noise-da only).
-    #[serde(default = "yes")]
-    pub residual_swap: bool,
-    /// Which restored images condition the diffusion network.
-    #[serde(default)]
-    pub conditions: Conditions,
-    /// Integer timestep range [lo, hi] drawn per sample (1 ≤ lo ≤ hi < diffusion.timesteps).
-    #[serde(default = "default_t_range")]
-    pub t_range: [usize; 2],
-}
-
-fn yes() -> bool {
-    true
-}
-fn default_diffusion_weight() -> f64 {
-    0.2
-}
-fn default_ramp_steps() -> u64 {
-    1000
-}
-fn default_margin() -> f64 {
-    0.1
-}
-fn default_t_range() -> [usize; 2] {
-    [1, 999]
-}
-
-fn default_charbonnier_eps() -> f64 {
-    1e-3
-}
-
-impl Default for LossSpec {
-    fn default() -> Self {
-        Self {
-            charbonnier_eps: default_charbonnier_eps(),
-            diffusion_weight: default_diffusion_weight(),
-            ramp_steps: default_ramp_steps(),
-            hold_steps: 0,
-            margin: default_margin(),
-            hinge: Hinge::default(),
-            shuffle: true,
-            residual_swap: true,
-            conditions: Conditions::default(),
-            t_range: default_t_range(),
         }
     }
 }
@@ -725,11 +263,6 @@ pub struct ExportSpec {
     pub weights: Weights,
 }
 
-/// True for a finite range [low, high] with 0 <= low <= high.
-pub(crate) fn range_ok([lo, hi]: [f32; 2]) -> bool {
-    lo.is_finite() && hi.is_finite() && 0.0 <= lo && lo <= hi
-}
-
 impl JobSpec {
     /// The network value range: `data.range`, else the task's.
     pub fn range(&self) -> DataRange {
@@ -741,10 +274,10 @@ impl JobSpec {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         let spec = if path.extension().is_some_and(|e| e == "json") {
             serde_json::from_str(&text)
-                .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?
+                .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?
         } else {
             Self::from_toml(&text)
-                .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?
+                .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?
         };
         let mut spec: JobSpec = spec;
         spec.resolve_paths(path.parent().unwrap_or(Path::new(".")));
@@ -784,14 +317,14 @@ impl JobSpec {
             .collect()
     }
 
-    /// Data paths of the spec that do not exist, each an [`Error::Config`] naming its key.
+    /// Data paths of the spec that do not exist, each an [`Error::Invalid`] naming its key.
     pub fn missing_paths(&self) -> Vec<Error> {
         self.clone()
             .data_paths_mut()
             .into_iter()
             .filter(|(_, p)| !p.exists())
             .map(|(key, p)| {
-                Error::config(
+                Error::invalid(
                     key,
                     format!("{} does not exist on this machine", p.display()),
                 )
@@ -806,7 +339,7 @@ impl JobSpec {
     pub fn confine_paths(&mut self, roots: &[PathBuf]) -> Vec<Error> {
         let mut problems = Vec::new();
         let outside = |key: &str, p: &Path| {
-            Error::config(
+            Error::invalid(
                 key,
                 format!(
                     "{} is outside the server's data roots ({})",
@@ -821,13 +354,13 @@ impl JobSpec {
         };
         for (key, p) in self.data_paths_mut() {
             if p.components().any(|c| c == std::path::Component::ParentDir) {
-                problems.push(Error::config(key, "must not contain `..`"));
+                problems.push(Error::invalid(key, "must not contain `..`"));
                 continue;
             }
             match p.canonicalize() {
                 Ok(real) if roots.iter().any(|r| real.starts_with(r)) => *p = real,
                 Ok(_) => problems.push(outside(key, p)),
-                Err(_) if roots.iter().any(|r| p.starts_with(r)) => problems.push(Error::config(
+                Err(_) if roots.iter().any(|r| p.starts_with(r)) => problems.push(Error::invalid(
                     key,
                     format!("{} does not exist on this machine", p.display()),
                 )),
@@ -870,44 +403,44 @@ impl JobSpec {
         Error::from_problems(self.problems())
     }
 
-    /// Every invalid value, each as an [`Error::Config`] naming its key.
+    /// Every invalid value, each as an [`Error::Invalid`] naming its key.
     pub fn problems(&self) -> Vec<Error> {
         let mut bad = Vec::new();
         if self.name.trim().is_empty() {
-            bad.push(Error::config("name", "must not be empty"));
+            bad.push(Error::invalid("name", "must not be empty"));
         }
         if self.steps == 0 {
-            bad.push(Error::config("steps", "must be at least 1"));
+            bad.push(Error::invalid("steps", "must be at least 1"));
         }
         if let Err(e) = crate::device::parse(&self.device) {
-            bad.push(Error::config("device", e.to_string()));
+            bad.push(Error::invalid("device", e.to_string()));
         }
         if let Err(e) = self.restorer.resolve() {
             bad.push(e);
         }
         let d = &self.data;
         if d.patch < 8 || !d.patch.is_multiple_of(8) {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "data.patch",
                 format!("must be a positive multiple of 8, got {}", d.patch),
             ));
         }
         if d.batch == 0 {
-            bad.push(Error::config("data.batch", "must be at least 1"));
+            bad.push(Error::invalid("data.batch", "must be at least 1"));
         }
         if d.prefetch == 0 {
-            bad.push(Error::config("data.prefetch", "must be at least 1"));
+            bad.push(Error::invalid("data.prefetch", "must be at least 1"));
         }
         let s = &d.synthetic;
         match (&s.clean, &s.lq, &s.gt, &s.root) {
             (Some(_), None, None, None) => match &s.degradation {
-                None => bad.push(Error::config(
+                None => bad.push(Error::invalid(
                     "data.synthetic.degradation",
                     "a clean folder needs a degradation, e.g. { kind = \"awgn\", sigma = [0, 50] }",
                 )),
                 Some(Degradation::Awgn { sigma: [lo, hi] }) => {
                     if !(lo.is_finite() && hi.is_finite()) || *lo < 0.0 || lo > hi {
-                        bad.push(Error::config(
+                        bad.push(Error::invalid(
                             "data.synthetic.degradation.sigma",
                             format!("must be [low, high] with 0 <= low <= high, got [{lo}, {hi}]"),
                         ));
@@ -915,13 +448,13 @@ impl JobSpec {
                 }
                 Some(Degradation::Camera(c)) => {
                     if !range_ok(c.shot) || !range_ok(c.read) {
-                        bad.push(Error::config(
+                        bad.push(Error::invalid(
                             "data.synthetic.degradation",
                             "camera `shot` and `read` must be [low, high] with 0 <= low <= high",
                         ));
                     }
                     if c.jpeg[0] == 0 || c.jpeg[0] > c.jpeg[1] || c.jpeg[1] > 100 {
-                        bad.push(Error::config(
+                        bad.push(Error::invalid(
                             "data.synthetic.degradation.jpeg",
                             "must be [low, high] qualities with 1 <= low <= high <= 100",
                         ));
@@ -929,30 +462,30 @@ impl JobSpec {
                 }
                 Some(Degradation::Isp(i)) => {
                     if let Err((k, m)) = i.validate() {
-                        bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
+                        bad.push(Error::invalid(format!("data.synthetic.degradation.{k}"), m));
                     }
                 }
                 Some(Degradation::Rain(r)) => {
                     if let Err((k, m)) = r.validate() {
-                        bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
+                        bad.push(Error::invalid(format!("data.synthetic.degradation.{k}"), m));
                     }
                 }
                 Some(Degradation::Blur(b)) => {
                     if let Err((k, m)) = b.validate() {
-                        bad.push(Error::config(format!("data.synthetic.degradation.{k}"), m));
+                        bad.push(Error::invalid(format!("data.synthetic.degradation.{k}"), m));
                     }
                 }
             },
             (None, Some(_), Some(_), None) | (None, None, None, Some(_)) => {
                 if s.degradation.is_some() {
-                    bad.push(Error::config(
+                    bad.push(Error::invalid(
                         "data.synthetic.degradation",
                         "only applies to `clean`; paired folders are already degraded",
                     ));
                 }
             }
             _ => {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "data.synthetic",
                     "give one of: `clean` (+ `degradation`), both `lq` and `gt`, or a paired dataset `root`",
                 ))
@@ -963,7 +496,7 @@ impl JobSpec {
                 (&v.lq, &v.gt, &v.root),
                 (Some(_), Some(_), None) | (None, None, Some(_))
             ) {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "data.val",
                     "give both `lq` and `gt`, or a paired dataset `root`",
                 ));
@@ -978,19 +511,19 @@ impl JobSpec {
                 }
             };
             if d.real.is_none() {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "data.real",
                     "the adaptation methods need unlabeled real images: [data.real] dir = ...",
                 ));
             }
             if self.method == Method::NoiseDaUnpaired && d.unpaired.is_none() {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "data.unpaired",
                     "noise-da-unpaired needs a folder of unpaired clean images: [data.unpaired] dir = ...",
                 ));
             }
             if let Some(cfg) = cfg.filter(|c| !d.patch.is_multiple_of(c.multiple())) {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "data.patch",
                     format!(
                         "must be a multiple of {} for this diffusion net",
@@ -1000,11 +533,11 @@ impl JobSpec {
             }
             let ds = &self.diffusion;
             if ds.timesteps < 2 {
-                bad.push(Error::config("diffusion.timesteps", "must be at least 2"));
+                bad.push(Error::invalid("diffusion.timesteps", "must be at least 2"));
             }
             let [b0, b1] = ds.beta;
             if !(b0.is_finite() && b1.is_finite() && 0.0 < b0 && b0 <= b1 && b1 < 1.0) {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "diffusion.beta",
                     format!("must satisfy 0 < lo <= hi < 1, got [{b0}, {b1}]"),
                 ));
@@ -1012,7 +545,7 @@ impl JobSpec {
             let l = &self.loss;
             let [t0, t1] = l.t_range;
             if !(1 <= t0 && t0 <= t1 && t1 < ds.timesteps) {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     "loss.t_range",
                     format!(
                         "must satisfy 1 <= lo <= hi < diffusion.timesteps ({}), got [{t0}, {t1}]",
@@ -1021,43 +554,43 @@ impl JobSpec {
                 ));
             }
             if !l.diffusion_weight.is_finite() || l.diffusion_weight < 0.0 {
-                bad.push(Error::config("loss.diffusion_weight", "must be >= 0"));
+                bad.push(Error::invalid("loss.diffusion_weight", "must be >= 0"));
             }
             if !l.margin.is_finite() || l.margin < 0.0 {
-                bad.push(Error::config("loss.margin", "must be >= 0"));
+                bad.push(Error::invalid("loss.margin", "must be >= 0"));
             }
             if let Some(lr) = self.optimizer.diffusion_lr {
                 if !lr.is_finite() || lr <= 0.0 {
-                    bad.push(Error::config("optimizer.diffusion_lr", "must be > 0"));
+                    bad.push(Error::invalid("optimizer.diffusion_lr", "must be > 0"));
                 }
             }
         }
         let o = &self.optimizer;
         if !o.lr.is_finite() || o.lr <= 0.0 {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "optimizer.lr",
                 format!("must be > 0, got {}", o.lr),
             ));
         }
         for (i, b) in o.betas.iter().enumerate() {
             if !(0.0..1.0).contains(b) {
-                bad.push(Error::config(
+                bad.push(Error::invalid(
                     format!("optimizer.betas[{i}]"),
                     format!("must be in [0, 1), got {b}"),
                 ));
             }
         }
         if !o.eps.is_finite() || o.eps <= 0.0 {
-            bad.push(Error::config("optimizer.eps", "must be > 0"));
+            bad.push(Error::invalid("optimizer.eps", "must be > 0"));
         }
         if !(0.0..=1.0).contains(&o.min_lr) {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "optimizer.min_lr",
                 format!("must be a fraction of lr in [0, 1], got {}", o.min_lr),
             ));
         }
         if o.warmup_steps >= self.steps.max(1) {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "optimizer.warmup_steps",
                 format!(
                     "must be below steps ({}), got {}",
@@ -1066,27 +599,27 @@ impl JobSpec {
             ));
         }
         if !o.weight_decay.is_finite() || o.weight_decay < 0.0 {
-            bad.push(Error::config("optimizer.weight_decay", "must be >= 0"));
+            bad.push(Error::invalid("optimizer.weight_decay", "must be >= 0"));
         }
         if o.kind == OptimizerKind::Adam && o.weight_decay != 0.0 {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "optimizer.weight_decay",
                 "plain adam has no decoupled weight decay; use kind = \"adamw\"",
             ));
         }
         if !(0.0..1.0).contains(&self.ema.decay) {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "ema.decay",
                 format!("must be in [0, 1), got {}", self.ema.decay),
             ));
         }
         if !self.loss.charbonnier_eps.is_finite() || self.loss.charbonnier_eps <= 0.0 {
-            bad.push(Error::config("loss.charbonnier_eps", "must be > 0"));
+            bad.push(Error::invalid("loss.charbonnier_eps", "must be > 0"));
         }
         if self.validation.tile != 0
             && (self.validation.tile < 16 || !self.validation.tile.is_multiple_of(8))
         {
-            bad.push(Error::config(
+            bad.push(Error::invalid(
                 "validation.tile",
                 "must be 0 (whole image) or a multiple of 8 of at least 16",
             ));

@@ -16,7 +16,7 @@ use crate::data::camera::CameraNoise;
 use crate::data::loader::step_rng;
 use crate::data::{decode_rgb_named, save_rgb, Image};
 use crate::eval::{EvalData, EvalOptions};
-use crate::metrics::Channel;
+use crate::quality::Channel;
 use crate::train::{self, TrainOptions};
 use crate::{artifact, Error, Result};
 
@@ -113,8 +113,8 @@ pub fn prepare(out: &Path) -> Result<DemoData> {
 
 /// The demo's spec for `method`, pointing at the unpacked folders.
 pub fn spec(data: &DemoData, method: Method, steps: Option<u64>) -> Result<JobSpec> {
-    let mut spec =
-        JobSpec::from_toml(SPEC).map_err(|e| Error::config("examples/demo.toml", e.to_string()))?;
+    let mut spec = JobSpec::from_toml(SPEC)
+        .map_err(|e| Error::invalid("examples/demo.toml", e.to_string()))?;
     spec.method = method;
     spec.name = format!(
         "demo-{}",
@@ -178,7 +178,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
                 job_id: None,
             },
         )?;
-        runs.push(crate::plot::Run::load(&spec.name, &run_dir)?);
+        runs.push(crate::runlog::curves::Run::load(&spec.name, &run_dir)?);
         let model = artifact::load(summary.model_dir()?, &candle::Device::Cpu)?;
         let report = crate::eval::run(
             &model,
@@ -212,7 +212,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
         models.push((spec.name.clone(), model));
     }
     let input = input.expect("two methods ran");
-    crate::plot::training_curves(
+    crate::runlog::curves::training_curves(
         &runs,
         Some(("noisy input", input.psnr)),
         &out.join("curves.png"),
@@ -227,7 +227,7 @@ fn crop_strip(data: &DemoData, models: &[(String, LoadedModel)], out: &Path) -> 
     let first = crate::data::list_images(&data.val_lq)?
         .into_iter()
         .next()
-        .ok_or_else(|| Error::Data(format!("{} is empty", data.val_lq.display())))?;
+        .ok_or_else(|| Error::data(format!("{} is empty", data.val_lq.display())))?;
     let name = first.file_name().unwrap_or_default();
     let lq = crate::data::load_rgb(&first)?;
     let gt = crate::data::load_rgb(&data.val_gt.join(name))?;
@@ -247,6 +247,6 @@ fn crop_strip(data: &DemoData, models: &[(String, LoadedModel)], out: &Path) -> 
     let mut tiles = vec![("noisy input".to_string(), &lq)];
     tiles.extend(restored.iter().map(|(l, i)| (l.clone(), i)));
     tiles.push(("ground truth".to_string(), &gt));
-    crate::plot::crop_strip(&tiles, at, side, 2, out)?;
+    crate::runlog::curves::crop_strip(&tiles, at, side, 2, out)?;
     Ok(())
 }

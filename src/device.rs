@@ -13,7 +13,7 @@ pub fn parse(s: &str) -> Result<DeviceSpec> {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse::<usize>().ok())
                 .ok_or_else(|| {
-                    Error::InvalidArgument(format!(
+                    Error::invalid_input(format!(
                         "unknown device `{s}`; expected `cpu` or `cuda:N`"
                     ))
                 })?;
@@ -35,7 +35,7 @@ impl DeviceSpec {
             DeviceSpec::Cpu => Ok(Device::Cpu),
             DeviceSpec::Cuda(i) => {
                 if !candle::utils::cuda_is_available() {
-                    return Err(Error::InvalidArgument(format!(
+                    return Err(Error::invalid_input(format!(
                         "device cuda:{i} requested but this binary was built without the `cuda` feature"
                     )));
                 }
@@ -54,7 +54,7 @@ pub fn open(s: &str) -> Result<Device> {
 /// compute capability and free / total memory. A device that cannot be opened is an error
 /// naming it (never a fallback to the CPU).
 pub fn describe(s: &str) -> Result<String> {
-    let dev = open(s).map_err(|e| Error::config("device", format!("{s}: {e}")))?;
+    let dev = open(s).map_err(|e| Error::invalid("device", format!("{s}: {e}")))?;
     match &dev {
         Device::Cpu => {
             let gib = std::fs::read_to_string("/proc/meminfo")
@@ -75,7 +75,7 @@ pub fn describe(s: &str) -> Result<String> {
             let stream = d.cuda_stream();
             let ctx = stream.context();
             let err = |e: candle::cuda_backend::cudarc::driver::DriverError| {
-                Error::config("device", format!("{s}: {e}"))
+                Error::invalid("device", format!("{s}: {e}"))
             };
             let name = ctx.name().map_err(err)?;
             let (major, minor) = ctx.compute_capability().map_err(err)?;

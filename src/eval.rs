@@ -7,11 +7,11 @@ use serde::Serialize;
 
 use crate::artifact::LoadedModel;
 use crate::config::Degradation;
-use crate::data::augment::add_gaussian;
+use crate::data::draw::add_gaussian;
 use crate::data::loader::step_rng;
 use crate::data::{CleanFolder, Image, PairedFolder};
 use crate::infer::{restore_image, Tiling};
-use crate::metrics::{self, Channel};
+use crate::quality::{self, Channel};
 use crate::{Error, Result};
 
 /// What to evaluate on.
@@ -45,7 +45,7 @@ impl std::str::FromStr for Degrade {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let bad = || {
-            Error::InvalidArgument(format!(
+            Error::invalid_input(format!(
                 "bad degradation `{s}`; expected awgn:SIGMA with SIGMA in 0..=255 (e.g. awgn:25), camera, isp, rain or blur"
             ))
         };
@@ -148,18 +148,18 @@ pub struct EvalReport {
 /// (name, degraded, target) triples for `data`.
 fn load(data: &EvalData, seed: u64, max: usize) -> Result<Vec<(String, Image, Image)>> {
     Ok(match data {
-        EvalData::Paired { lq, gt } => PairedFolder::load(lq, gt, metrics::SSIM_WINDOW, max)?
+        EvalData::Paired { lq, gt } => PairedFolder::load(lq, gt, quality::SSIM_WINDOW, max)?
             .pairs
             .into_iter()
             .map(|p| (p.name, Image::from_rgb8(&p.lq), Image::from_rgb8(&p.gt)))
             .collect(),
-        EvalData::Root { root } => PairedFolder::load_root(root, metrics::SSIM_WINDOW, max)?
+        EvalData::Root { root } => PairedFolder::load_root(root, quality::SSIM_WINDOW, max)?
             .pairs
             .into_iter()
             .map(|p| (p.name, Image::from_rgb8(&p.lq), Image::from_rgb8(&p.gt)))
             .collect(),
         EvalData::Synthetic { clean, degrade } => {
-            let mut folder = CleanFolder::load(clean, metrics::SSIM_WINDOW)?;
+            let mut folder = CleanFolder::load(clean, quality::SSIM_WINDOW)?;
             if max > 0 {
                 folder.images.truncate(max);
             }
@@ -187,10 +187,10 @@ fn file_name(p: &Path) -> String {
 }
 
 fn score(a: &Image, b: &Image, channel: Channel, name: &str) -> Result<(f64, f64)> {
-    let e = |e: metrics::MetricError| Error::Data(format!("{name}: {e}"));
+    let e = |e: quality::QualityError| Error::data(format!("{name}: {e}"));
     Ok((
-        metrics::psnr(a.as_metric(), b.as_metric(), channel).map_err(e)?,
-        metrics::ssim(a.as_metric(), b.as_metric(), channel).map_err(e)?,
+        quality::psnr(a.as_metric(), b.as_metric(), channel).map_err(e)?,
+        quality::ssim(a.as_metric(), b.as_metric(), channel).map_err(e)?,
     ))
 }
 
@@ -214,16 +214,16 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
         )?;
         let (psnr, ssim) = score(&out, gt, opts.channel, name)?;
         let (input_psnr, input_ssim) = score(lq, gt, opts.channel, name)?;
-        let e = |e: metrics::MetricError| Error::Data(format!("{name}: {e}"));
+        let e = |e: quality::QualityError| Error::data(format!("{name}: {e}"));
         per_image.push(ImageScore {
             name: name.clone(),
             psnr,
             ssim,
             input_psnr,
             input_ssim,
-            psnr_debiased: metrics::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?,
-            bias: metrics::mean_error(out.as_metric(), gt.as_metric()).map_err(e)?,
-            input_bias: metrics::mean_error(lq.as_metric(), gt.as_metric()).map_err(e)?,
+            psnr_debiased: quality::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?,
+            bias: quality::mean_error(out.as_metric(), gt.as_metric()).map_err(e)?,
+            input_bias: quality::mean_error(lq.as_metric(), gt.as_metric()).map_err(e)?,
         });
         bar.inc(1);
     }
@@ -242,8 +242,8 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
         input_psnr_debiased: {
             let mut sum = 0.0;
             for (name, lq, gt) in &items {
-                sum += metrics::psnr_debiased(lq.as_metric(), gt.as_metric())
-                    .map_err(|e| Error::Data(format!("{name}: {e}")))?;
+                sum += quality::psnr_debiased(lq.as_metric(), gt.as_metric())
+                    .map_err(|e| Error::data(format!("{name}: {e}")))?;
             }
             sum / n
         },

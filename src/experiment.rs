@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::artifact;
 use crate::config::{Degradation, JobSpec};
-use crate::data::augment::degrade;
+use crate::data::spec::degrade;
 use crate::data::{list_images, load_rgb, save_rgb, Image, PairedFolder};
-use crate::metrics::{self, Channel};
+use crate::quality::{self, Channel};
 use crate::train::{self, TrainOptions};
 use crate::{Error, Result};
 
@@ -128,14 +128,14 @@ fn baselines(b: &BaselineSpec, val: &PairedFolder, out: &Path) -> Result<Vec<Bas
         cmd.arg("--folds").arg(b.folds.to_string());
     }
     let run = cmd.output().map_err(|e| {
-        Error::InvalidArgument(format!(
+        Error::invalid_input(format!(
             "[baselines]: cannot run {} {}: {e}",
             b.python,
             b.script.display()
         ))
     })?;
     if !run.status.success() {
-        return Err(Error::InvalidArgument(format!(
+        return Err(Error::invalid_input(format!(
             "[baselines]: {} failed ({}): {}",
             b.script.display(),
             run.status,
@@ -146,9 +146,8 @@ fn baselines(b: &BaselineSpec, val: &PairedFolder, out: &Path) -> Result<Vec<Bas
     struct ScriptReport {
         rows: Vec<BaselineRow>,
     }
-    let report: ScriptReport = serde_json::from_slice(&run.stdout).map_err(|e| {
-        Error::InvalidArgument(format!("[baselines]: unreadable script output: {e}"))
-    })?;
+    let report: ScriptReport = serde_json::from_slice(&run.stdout)
+        .map_err(|e| Error::invalid_input(format!("[baselines]: unreadable script output: {e}")))?;
     std::fs::write(
         &cache,
         serde_json::to_vec_pretty(&report.rows).expect("rows serialise"),
@@ -200,7 +199,7 @@ impl CameraSetting {
                 d.validate("camera.degradation")?;
                 Ok(d.clone())
             }
-            _ => Err(Error::config(
+            _ => Err(Error::invalid(
                 "camera",
                 "give exactly one of `noise` (the camera pipeline) and `degradation`",
             )),
@@ -365,11 +364,11 @@ pub struct Report {
 
 /// PSNR, de-biased PSNR and SSIM (RGB) of `out` against `gt`.
 fn scores(out: &Image, gt: &Image) -> Result<[f64; 3]> {
-    let e = |e: metrics::MetricError| Error::Data(e.to_string());
+    let e = |e: quality::QualityError| Error::data(e.to_string());
     Ok([
-        metrics::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?,
-        metrics::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?,
-        metrics::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?,
+        quality::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?,
+        quality::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?,
+        quality::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?,
     ])
 }
 
@@ -393,7 +392,7 @@ fn prepare_camera(c: &CameraSetting, root: &Path) -> Result<()> {
     }
     let photos = list_images(&c.clean)?;
     if photos.len() < 2 {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "{}: the camera setting needs at least 2 photos",
             c.clean.display()
         )));
@@ -440,12 +439,15 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
     let t0 = std::time::Instant::now();
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let exp: ExperimentSpec = toml::from_str(&text)
-        .map_err(|e| Error::config(path.display().to_string(), e.to_string()))?;
+        .map_err(|e| Error::invalid(path.display().to_string(), e.to_string()))?;
     if exp.seeds.is_empty() {
-        return Err(Error::config("seeds", "give at least one seed"));
+        return Err(Error::invalid("seeds", "give at least one seed"));
     }
     let base_dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    // The folders made under `out` (camera setting, baselines) go into specs whose relative
+    // paths resolve from the experiment file, so `out` is made absolute first.
+    let out = &std::path::absolute(out).map_err(|e| Error::io(out, e))?;
 
     // The base spec, with the camera setting's folders when there is one.
     let mut base = exp.base.clone();
@@ -462,12 +464,12 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
             .entry("data")
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .ok_or_else(|| Error::config("base.data", "must be a table"))?;
+            .ok_or_else(|| Error::invalid("base.data", "must be a table"))?;
         let synthetic = data
             .entry("synthetic")
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
-            .ok_or_else(|| Error::config("base.data.synthetic", "must be a table"))?;
+            .ok_or_else(|| Error::invalid("base.data.synthetic", "must be a table"))?;
         synthetic.insert("clean".into(), s("train-clean"));
         let mut real = toml::Table::new();
         real.insert("dir".into(), s("real"));
@@ -493,11 +495,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
         let mut pairs = toml::Table::new();
         for (k, p) in [("lq", &sv.lq), ("gt", &sv.gt), ("root", &sv.root)] {
             if let Some(p) = p {
-                let p = if p.is_relative() {
-                    base_dir.join(p)
-                } else {
-                    p.clone()
-                };
+                // Relative paths resolve from the experiment file with the rest of the spec.
                 pairs.insert(k.into(), p.display().to_string().into());
             }
         }
@@ -524,7 +522,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
             .iter()
             .map(|n| {
                 all.iter().find(|a| &a.name == n).cloned().ok_or_else(|| {
-                    Error::config(
+                    Error::invalid(
                         "arms",
                         format!(
                             "unknown arm `{n}`; known: {}",
@@ -555,7 +553,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
                 let data = t
                     .get_mut("data")
                     .and_then(|d| d.as_table_mut())
-                    .ok_or_else(|| Error::config("base.data", "missing"))?;
+                    .ok_or_else(|| Error::invalid("base.data", "missing"))?;
                 data.insert("synthetic".into(), pairs);
                 data.remove("real");
             }
@@ -567,7 +565,7 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
                     .and_then(|s| s.get("clean"))
                     .cloned()
                     .ok_or_else(|| {
-                        Error::config("arms", "da-unpaired needs data.synthetic.clean in base")
+                        Error::invalid("arms", "da-unpaired needs data.synthetic.clean in base")
                     })?;
                 let data = t
                     .get_mut("data")
@@ -585,19 +583,19 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
                 toml::Value::Table(t)
                     .try_into()
                     .map_err(|e: toml::de::Error| {
-                        Error::config(format!("arm {}", arm.name), e.message().to_string())
+                        Error::invalid(format!("arm {}", arm.name), e.message().to_string())
                     })?;
             spec.resolve_paths(&base_dir);
             spec.validate()
-                .map_err(|e| Error::config(format!("arm {}", arm.name), e.to_string()))?;
+                .map_err(|e| Error::invalid(format!("arm {}", arm.name), e.to_string()))?;
             specs.push((arm.clone(), seed, spec));
         }
     }
     let val_spec =
         specs[0].2.data.val.clone().ok_or_else(|| {
-            Error::config("base.data.val", "the experiment needs validation pairs")
+            Error::invalid("base.data.val", "the experiment needs validation pairs")
         })?;
-    let val = PairedFolder::load_spec(&val_spec, metrics::SSIM_WINDOW)?;
+    let val = PairedFolder::load_spec(&val_spec, quality::SSIM_WINDOW)?;
     let val_images: Vec<(Image, Image)> = val
         .pairs
         .iter()
@@ -667,9 +665,9 @@ pub fn run(path: &Path, out: &Path, progress: bool) -> Result<Report> {
             .filter(|((o, i), _)| o[0] < i[0])
             .map(|(_, p)| p.name.clone())
             .collect();
-        let val_curve = train::read_metric_log(&dir.join("metrics.jsonl"))?
+        let val_curve = crate::runlog::read_metric_log(&dir.join("metrics.jsonl"))?
             .into_iter()
-            .filter(|p| p.split == "val" && p.series == "psnr")
+            .filter(|p| p.split == crate::runlog::Split::Val && p.series == "psnr")
             .map(|p| (p.step, p.value))
             .collect();
         let r = RunResult {
@@ -859,7 +857,7 @@ pub fn markdown(r: &Report) -> String {
 
 /// Validation PSNR against step, mean over seeds, one line per arm.
 fn curves(r: &Report, out: &Path) -> Result<PathBuf> {
-    let runs: Vec<crate::plot::Run> = r
+    let runs: Vec<crate::runlog::curves::Run> = r
         .arms
         .iter()
         .map(|a| {
@@ -869,23 +867,23 @@ fn curves(r: &Report, out: &Path) -> Result<PathBuf> {
                     by_step.entry(s).or_default().push(v);
                 }
             }
-            crate::plot::Run {
+            crate::runlog::curves::Run {
                 label: a.arm.clone(),
                 points: by_step
                     .into_iter()
-                    .map(|(step, v)| train::MetricPoint {
+                    .map(|(step, v)| crate::runlog::MetricPoint {
                         seq: 0,
                         step,
                         wall: 0.0,
                         series: "psnr".into(),
-                        split: "val".into(),
+                        split: crate::runlog::Split::Val,
                         value: v.iter().sum::<f64>() / v.len() as f64,
                     })
                     .collect(),
             }
         })
         .collect();
-    crate::plot::validation_curves(&runs, Some(("noisy input", r.input["psnr"])), out)
+    crate::runlog::curves::validation_curves(&runs, Some(("noisy input", r.input["psnr"])), out)
 }
 
 /// Settings of the paper's Fig. 1(a) probe.
@@ -953,7 +951,7 @@ pub fn probe_conditions(opts: &ProbeOptions, progress: bool) -> Result<Vec<Probe
         .filter(|i| i.width >= opts.patch && i.height >= opts.patch)
         .collect();
     if photos.is_empty() {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "{}: no photo of at least {}×{}",
             opts.clean.display(),
             opts.patch,
@@ -961,7 +959,7 @@ pub fn probe_conditions(opts: &ProbeOptions, progress: bool) -> Result<Vec<Probe
         )));
     }
     let mut cfg = crate::model::DiffusionConfig::preset(&opts.preset).ok_or_else(|| {
-        Error::InvalidArgument(format!("unknown diffusion preset `{}`", opts.preset))
+        Error::invalid_input(format!("unknown diffusion preset `{}`", opts.preset))
     })?;
     cfg.dropout = 0.0;
     let varmap = VarMap::new();
@@ -1057,7 +1055,7 @@ mod tests {
 
     fn setting(extra: &str) -> Result<Degradation> {
         let c: CameraSetting = toml::from_str(&format!("clean = \"photos\"\n{extra}"))
-            .map_err(|e| Error::config("camera", e.to_string()))?;
+            .map_err(|e| Error::invalid("camera", e.to_string()))?;
         c.recipe()
     }
 

@@ -3,7 +3,9 @@
 
 pub mod artifact;
 pub mod bench;
+pub mod check;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod data;
 pub mod demo;
@@ -11,16 +13,17 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod experiment;
+pub mod fsio;
 pub mod grpc;
 pub mod infer;
 pub mod jobs;
 pub mod loadtest;
 pub mod method;
-pub mod metrics;
 pub mod model;
 pub mod pb;
-pub mod plot;
+pub mod quality;
 pub mod restore;
+pub mod runlog;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -96,7 +96,7 @@ fn test_image(size: usize, k: usize) -> Image {
 /// Writes a randomly initialised restorer of `preset` as an artifact under `dir`.
 fn random_artifact(preset: &str, dir: &Path) -> Result<()> {
     let arch = ArchConfig::preset(preset)
-        .ok_or_else(|| Error::InvalidArgument(format!("unknown preset `{preset}`")))?;
+        .ok_or_else(|| Error::invalid_input(format!("unknown preset `{preset}`")))?;
     let model = crate::train::Model::new(&arch, None, 0, &Device::Cpu)?;
     crate::artifact::export(
         dir,
@@ -221,12 +221,12 @@ async fn one_mode(
     ));
     let addr = addr_rx
         .await
-        .map_err(|_| Error::Unavailable("the load-test server did not start".into()))?;
+        .map_err(|_| Error::unavailable("the load-test server did not start"))?;
     let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::InvalidArgument(e.to_string()))?
+        .map_err(|e| Error::invalid_input(e.to_string()))?
         .connect()
         .await
-        .map_err(|e| Error::Unavailable(format!("load-test server: {e}")))?;
+        .map_err(|e| Error::unavailable(format!("load-test server: {e}")))?;
 
     let input = |k: usize| -> pb::ImageInput {
         let img = test_image(opts.size, k).to_rgb8();
@@ -296,7 +296,7 @@ async fn one_mode(
     for t in tasks {
         let (l, b, e, done) = t
             .await
-            .map_err(|e| Error::Unavailable(format!("load client failed: {e}")))?;
+            .map_err(|e| Error::unavailable(format!("load client failed: {e}")))?;
         lat.extend(l);
         batches.extend(b);
         for (k, v) in e {
@@ -307,7 +307,7 @@ async fn one_mode(
     let _ = stop_tx.send(());
     server
         .await
-        .map_err(|e| Error::Unavailable(format!("load-test server: {e}")))??;
+        .map_err(|e| Error::unavailable(format!("load-test server: {e}")))??;
     let elapsed = measure_from
         .get()
         .map_or(opts.seconds, |t0| last.duration_since(*t0).as_secs_f64());

@@ -9,7 +9,7 @@ use candle::Device;
 use noiseda::artifact;
 use noiseda::data::Image;
 use noiseda::infer::{restore_image, Tiling};
-use noiseda::metrics::{psnr, Channel};
+use noiseda::quality::{psnr, Channel};
 use noiseda::train::{self, TrainOptions};
 
 /// Trains the tiny U-Net for a few steps and returns its artifact directory.
@@ -87,7 +87,7 @@ fn tiled_and_whole_image_restoration_agree() {
     // Odd size: exercises padding to the multiple of 4 and a ragged last tile.
     let mut img = Image::from_rgb8(&common::photo(9, 101, 77));
     let mut rng = noiseda::data::loader::step_rng(1, 1);
-    noiseda::data::augment::add_gaussian(&mut rng, &mut img, 20.0 / 255.0);
+    noiseda::data::draw::add_gaussian(&mut rng, &mut img, 20.0 / 255.0);
     let whole = restore_image(&model.net, model.manifest.range, &img, &Device::Cpu, None).unwrap();
     let tiled = restore_image(
         &model.net,
@@ -239,6 +239,29 @@ fn cli_restore_eval_and_errors() {
     ]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("manifest.json"));
+}
+
+#[test]
+fn a_missing_model_path_is_named_as_given() {
+    let err = noiseda::artifact::read_manifest(std::path::Path::new("/nope/model")).unwrap_err();
+    assert!(matches!(err, noiseda::Error::NotFound(_)), "{err}");
+    assert!(
+        err.to_string().contains("/nope/model does not exist"),
+        "{err}"
+    );
+    let clean = tempfile::tempdir().unwrap();
+    let out = noiseda(&[
+        "eval",
+        "--model",
+        "/nope",
+        "--clean",
+        clean.path().to_str().unwrap(),
+        "--degrade",
+        "awgn:5",
+    ]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("/nope does not exist"), "{stderr}");
 }
 
 #[test]

@@ -51,7 +51,7 @@ fn restorer_receives_gradient_from_the_diffusion_loss() {
         &Device::Cpu,
     )
     .unwrap();
-    let objective = Objective::from_spec(&spec).unwrap();
+    let objective = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion).unwrap();
     let out = objective
         .step(model.nets(), &batch, &mut step_rng(1, 3))
         .unwrap();
@@ -255,16 +255,16 @@ fn per_sample_hinge_and_lambda_hold() {
         let t = &out.scalars.iter().find(|(n, _)| *n == name).unwrap().1;
         t.to_dtype(DType::F64).unwrap().to_scalar::<f64>().unwrap()
     };
-    let batch_hinge = Objective::from_spec(&spec).unwrap();
+    let batch_hinge = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion).unwrap();
     // λ is 0 until hold_steps, then ramps over ramp_steps: 0.2·tanh(2.5·(3 − 2)/2) at step 3.
     assert_eq!(value(&batch_hinge, 1, "lambda"), 0.0);
     assert!((value(&batch_hinge, 3, "lambda") - 0.2 * 1.25f64.tanh()).abs() < 1e-6);
     // With a margin large enough that every sample violates it, the per-sample hinge
     // (mean of relu) equals the batch hinge (relu of means); in general it is ≥ (Jensen).
     spec.loss.margin = 10.0;
-    let batch_big = Objective::from_spec(&spec).unwrap();
+    let batch_big = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion).unwrap();
     spec.loss.hinge = noiseda::config::Hinge::Sample;
-    let sample_big = Objective::from_spec(&spec).unwrap();
+    let sample_big = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion).unwrap();
     let (b, s) = (
         value(&batch_big, 3, "hinge"),
         value(&sample_big, 3, "hinge"),
@@ -274,8 +274,8 @@ fn per_sample_hinge_and_lambda_hold() {
         "batch {b} vs per-sample {s}"
     );
     spec.loss.margin = 0.0;
-    let sample0 = Objective::from_spec(&spec).unwrap();
+    let sample0 = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion).unwrap();
     spec.loss.hinge = noiseda::config::Hinge::Batch;
-    let batch0 = Objective::from_spec(&spec).unwrap();
+    let batch0 = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion).unwrap();
     assert!(value(&sample0, 3, "hinge") >= value(&batch0, 3, "hinge") - 1e-7);
 }

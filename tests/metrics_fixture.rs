@@ -1,9 +1,9 @@
-//! Pins `noiseda::metrics` to scikit-image: the PNG pairs and reference values in
+//! Pins `noiseda::quality` to scikit-image: the PNG pairs and reference values in
 //! `tests/fixtures/metrics/` were produced by `scripts/make_metrics_fixture.py`.
 
 use std::path::{Path, PathBuf};
 
-use noiseda::metrics::{psnr, ssim, Channel, RgbF32};
+use noiseda::quality::{psnr, ssim, Channel, RgbF32};
 use serde_json::Value;
 
 const PSNR_TOL_DB: f64 = 1e-3;

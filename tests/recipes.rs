@@ -165,7 +165,7 @@ fn baselines_script_scores_like_noiseda_eval() {
         let clean = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&entry).unwrap());
         let mut lq = clean.clone();
         let mut rng = noiseda::data::loader::step_rng(3, rows_expected.len() as u64);
-        noiseda::data::augment::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
+        noiseda::data::draw::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
         let lq8 = lq.to_rgb8();
         // Same file name, lossless PNG, so both sides read the same pixels.
         let name = entry.file_name().unwrap();
@@ -174,10 +174,10 @@ fn baselines_script_scores_like_noiseda_eval() {
         let lq = noiseda::data::Image::from_rgb8(&lq8);
         let gt8 = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&entry).unwrap());
         rows_expected.push(
-            noiseda::metrics::psnr(
+            noiseda::quality::psnr(
                 lq.as_metric(),
                 gt8.as_metric(),
-                noiseda::metrics::Channel::Rgb,
+                noiseda::quality::Channel::Rgb,
             )
             .unwrap(),
         );
@@ -260,7 +260,7 @@ fn baselines_script_runs_ffdnet_in_numpy() {
         rgb.save(gt.join(&name)).unwrap();
         let mut lq = noiseda::data::Image::from_rgb8(&rgb);
         let mut rng = noiseda::data::loader::step_rng(3, k as u64);
-        noiseda::data::augment::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
+        noiseda::data::draw::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
         lq.to_rgb8().save(noisy.join(&name)).unwrap();
     }
     let o = Command::new(&python)
@@ -369,4 +369,73 @@ degradation = {{ kind = "isp", jpeg = [90, 95] }}
     for r in rows {
         assert!(r["psnr"].as_f64().unwrap().is_finite(), "{r}");
     }
+}
+
+#[test]
+fn experiment_resolves_relative_out_and_supervised_paths() {
+    // A relative --out and relative [supervised] paths: the camera setting's folders land
+    // under --out as given, the supervised pairs resolve once from the experiment file, and
+    // the setting takes an isp recipe instead of the camera pipeline.
+    let tmp = tempfile::tempdir().unwrap();
+    common::write_photos(&tmp.path().join("photos"), 4, 48, 48);
+    let pairs = common::write_photos(&tmp.path().join("pairs/gt"), 2, 48, 48);
+    let lq = tmp.path().join("pairs/lq");
+    std::fs::create_dir_all(&lq).unwrap();
+    for p in noiseda::data::list_images(&pairs).unwrap() {
+        std::fs::copy(&p, lq.join(p.file_name().unwrap())).unwrap();
+    }
+    std::fs::create_dir_all(tmp.path().join("conf")).unwrap();
+    std::fs::write(
+        tmp.path().join("conf/exp.toml"),
+        r#"
+name = "relative"
+seeds = [0]
+arms = ["vanilla", "supervised"]
+
+[camera]
+clean = "../photos"
+val_every = 2
+copies = 1
+degradation = { kind = "isp", noise_blur = [1.0, 1.5], jpeg = [80, 90] }
+
+[supervised]
+lq = "../pairs/lq"
+gt = "../pairs/gt"
+
+[base]
+steps = 2
+[base.restorer]
+arch = "unet"
+width = 8
+depth = 3
+[base.data]
+patch = 32
+batch = 2
+[base.data.synthetic]
+degradation = { kind = "awgn", sigma = [0, 50] }
+"#,
+    )
+    .unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .current_dir(tmp.path())
+        .args(["experiment", "--config", "conf/exp.toml", "--out", "out"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = tmp.path().join("out");
+    assert_eq!(
+        std::fs::read_dir(out.join("data/val/lq")).unwrap().count(),
+        2
+    );
+    let spec: toml::Table =
+        toml::from_str(&std::fs::read_to_string(out.join("supervised/seed-0/spec.toml")).unwrap())
+            .unwrap();
+    let lq_used = Path::new(spec["data"]["synthetic"]["lq"].as_str().unwrap());
+    assert_eq!(
+        std::fs::canonicalize(tmp.path().join(lq_used)).unwrap(),
+        std::fs::canonicalize(&lq).unwrap(),
+        "supervised pairs resolve once, from the experiment file"
+    );
+    let md = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert!(md.contains("| supervised |"), "{md}");
 }

@@ -6,6 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::inproc::InProcess;
 use common::server::Server;
 use noiseda::pb;
 use noiseda::pb::models_client::ModelsClient;
@@ -47,8 +48,17 @@ fn start(tmp: &Path, extra: &[&str]) -> Server {
     Server::start(&tmp.join("data"), &args)
 }
 
-async fn channel(server: &Server) -> Channel {
-    Channel::from_shared(server.addr.clone())
+/// The same Restore server in this process (for the tests that only call its handlers).
+async fn start_in_process(tmp: &Path, extra: &[&str]) -> InProcess {
+    let models = tmp.join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let mut args = vec!["--role", "restore", "--model-dir", models.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    InProcess::start(&tmp.join("data"), &args).await
+}
+
+async fn channel(addr: &str) -> Channel {
+    Channel::from_shared(addr.to_string())
         .unwrap()
         .connect()
         .await
@@ -132,7 +142,7 @@ async fn round_trips_and_batched_equals_single() {
     let model = tiny_model(tmp.path(), "tiny", 1);
     // A batch wait makes the four images of one request share a forward pass.
     let server = start(tmp.path(), &["--max-batch-wait-us", "300000"]);
-    let ch = channel(&server).await;
+    let ch = channel(&server.addr).await;
     let mut c = RestoreClient::new(ch.clone());
 
     let img = common::photo(2, 40, 36);
@@ -286,7 +296,7 @@ async fn round_trips_and_batched_equals_single() {
 async fn bad_input_is_named() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tiny_model(tmp.path(), "tiny", 1);
-    let server = start(
+    let server = start_in_process(
         tmp.path(),
         &[
             "--max-image-pixels",
@@ -298,8 +308,9 @@ async fn bad_input_is_named() {
             "--max-images-per-request",
             "3",
         ],
-    );
-    let mut c = RestoreClient::new(channel(&server).await);
+    )
+    .await;
+    let mut c = RestoreClient::new(channel(&server.addr).await);
     let img = common::photo(1, 40, 40);
     let bad = |e: tonic::Status, what: &str| {
         assert_eq!(e.code(), Code::InvalidArgument, "{what}: {e:?}");
@@ -415,7 +426,7 @@ async fn bad_input_is_named() {
     assert_eq!(c.restore(r).await.unwrap_err().code(), Code::NotFound);
 
     // Models: paths outside the model directory, missing artifacts, unknown names.
-    let mut m = ModelsClient::new(channel(&server).await);
+    let mut m = ModelsClient::new(channel(&server.addr).await);
     let load = |path: &str| pb::LoadModelRequest {
         path: path.into(),
         ..Default::default()
@@ -466,7 +477,7 @@ async fn overload_and_deadlines() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_model(tmp.path(), "tiny", 1);
     // One image per forward pass and a long batch wait keep requests in the queue.
-    let server = start(
+    let server = start_in_process(
         tmp.path(),
         &[
             "--max-queue",
@@ -476,8 +487,9 @@ async fn overload_and_deadlines() {
             "--max-batch-wait-us",
             "1500000",
         ],
-    );
-    let ch = channel(&server).await;
+    )
+    .await;
+    let ch = channel(&server.addr).await;
     let img = png(&common::photo(1, 40, 40));
 
     // The queue holds 3 images: a fourth concurrent one is RESOURCE_EXHAUSTED.
@@ -545,7 +557,7 @@ async fn hot_swap_under_load_and_health() {
     std::fs::rename(tmp.path().join("models/v2"), tmp.path().join("v2")).unwrap();
     // No model yet: live but not ready.
     let server = start(tmp.path(), &["--shutdown-grace", "3"]);
-    let ch = channel(&server).await;
+    let ch = channel(&server.addr).await;
     let mut health = tonic_health::pb::health_client::HealthClient::new(ch.clone());
     let status = |s: &str| tonic_health::pb::HealthCheckRequest { service: s.into() };
     assert_eq!(
@@ -805,7 +817,7 @@ async fn load_past_capacity_is_refused_fast_with_bounded_memory() {
     let tmp = tempfile::tempdir().unwrap();
     tiny_model(tmp.path(), "tiny", 1);
     let server = start(tmp.path(), &["--max-queue", "4", "--max-batch-size", "2"]);
-    let ch = channel(&server).await;
+    let ch = channel(&server.addr).await;
     let img = png(&common::photo(3, 96, 96));
     // Warm up, then measure the resident memory under a fixed, bounded load: 32 clients for
     // 3 s against a queue of 4 images.
@@ -920,7 +932,7 @@ async fn sigterm_under_restore_load_drains_in_order() {
         j.progress.as_ref().is_some_and(|p| p.step > 5)
     })
     .await;
-    let ch = channel(&server).await;
+    let ch = channel(&server.addr).await;
     let mut watch = HealthClient::new(ch.clone())
         .watch(HealthCheckRequest {
             service: "noiseda.v1.Restore".into(),

@@ -12,7 +12,7 @@ use noiseda::data::dataset::discover_pairs;
 use noiseda::data::loader::make_batch;
 use noiseda::data::{Image, PairedFolder, TrainData};
 use noiseda::eval::{EvalData, EvalOptions};
-use noiseda::metrics::Channel;
+use noiseda::quality::Channel;
 use noiseda::train::{self, TrainOptions};
 
 /// Writes photo `k` to `dir/name` and a degraded copy (a brightened band) to `lq/name`.

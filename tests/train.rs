@@ -84,7 +84,7 @@ fn resume_is_exact() {
     let mut expected = values(&straight);
     expected[3].1 = 9.0;
     assert_eq!(values(&split), expected);
-    let seqs: Vec<u64> = train::read_metric_log(&split.join("metrics.jsonl"))
+    let seqs: Vec<u64> = noiseda::runlog::read_metric_log(&split.join("metrics.jsonl"))
         .unwrap()
         .iter()
         .map(|p| p.seq)

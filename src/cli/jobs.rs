@@ -184,7 +184,7 @@ fn finish(job: pb::Job, json: bool) -> Result<()> {
     }
     match pb::JobState::try_from(job.state) {
         Ok(pb::JobState::Completed) => Ok(()),
-        _ => Err(Error::FailedPrecondition(format!(
+        _ => Err(Error::precondition(format!(
             "job {} ended {}{}",
             job.id,
             client::state_name(job.state),

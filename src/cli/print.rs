@@ -13,7 +13,8 @@ use noiseda::data::preview::Degraded;
 use noiseda::eval::EvalReport;
 use noiseda::experiment::ProbePoint;
 use noiseda::pb;
-use noiseda::train::{MetricPoint, TrainSummary};
+use noiseda::runlog::MetricPoint;
+use noiseda::train::TrainSummary;
 use noiseda::Result;
 
 /// Pretty JSON on stdout.

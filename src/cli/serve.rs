@@ -69,7 +69,7 @@ pub fn health(a: HealthArgs) -> Result<()> {
             .await
             .map(|r| r.into_inner().status)
             .map_err(|e| {
-                Error::Unavailable(if e.code() == tonic::Code::NotFound {
+                Error::unavailable(if e.code() == tonic::Code::NotFound {
                     format!("service `{service}` is unknown to {}", remote.url())
                 } else {
                     format!("{}: {}", remote.url(), e.message())
@@ -79,7 +79,7 @@ pub fn health(a: HealthArgs) -> Result<()> {
         tokio::time::timeout(std::time::Duration::from_secs(timeout), check)
             .await
             .map_err(|_| {
-                Error::Unavailable(format!("{}: no answer within {timeout} s", remote.url()))
+                Error::unavailable(format!("{}: no answer within {timeout} s", remote.url()))
             })?
     })?;
     let name = ServingStatus::try_from(status).map_or("UNKNOWN", |s| s.as_str_name());
@@ -89,7 +89,7 @@ pub fn health(a: HealthArgs) -> Result<()> {
         &service
     };
     if name != "SERVING" {
-        return Err(Error::Unavailable(format!("{what}: {name}")));
+        return Err(Error::unavailable(format!("{what}: {name}")));
     }
     println!("{what}: {name}");
     Ok(())
@@ -104,7 +104,7 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
             toml::Value::String(s.trim().to_string())
                 .try_into::<Scope>()
                 .map_err(|_| {
-                    Error::config(
+                    Error::invalid(
                         "--scopes",
                         format!("unknown scope `{s}`; known: training, restore, models"),
                     )
@@ -113,7 +113,10 @@ pub fn keygen(a: KeygenArgs) -> Result<()> {
         .collect::<Result<Vec<_>>>()?;
     let name = a.name;
     if name.is_empty() || name.contains('"') {
-        return Err(Error::config("--name", "must be non-empty, without quotes"));
+        return Err(Error::invalid(
+            "--name",
+            "must be non-empty, without quotes",
+        ));
     }
     let (key, entry) = auth::keygen(&name, &scopes);
     match a.key_file {

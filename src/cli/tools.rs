@@ -177,7 +177,7 @@ pub fn experiment(a: ExperimentArgs, progress: bool) -> Result<()> {
                 progress,
             )?;
             let xy: Vec<(f64, f64)> = points.iter().map(|p| (p.sigma as f64, p.mse)).collect();
-            noiseda::plot::xy_curve(
+            noiseda::runlog::curves::xy_curve(
                 "diffusion ε-MSE vs condition noise",
                 "condition AWGN σ (0–255)",
                 "ε-MSE",
@@ -264,7 +264,7 @@ pub fn bench(a: BenchArgs) -> Result<()> {
                 print::parity_table(&device, &restorer, &diffusion, batch, size, &rows);
             }
             if worst > tolerance {
-                return Err(Error::FailedPrecondition(format!(
+                return Err(Error::precondition(format!(
                     "parity: {device} differs from the CPU by {worst:.3e} relative (tolerance {tolerance:.0e})"
                 )));
             }

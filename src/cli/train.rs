@@ -7,8 +7,8 @@ use noiseda::client::{self, Client};
 use noiseda::config::{JobSpec, Weights};
 use noiseda::eval::{Degrade, EvalData, EvalOptions};
 use noiseda::infer::Tiling;
-use noiseda::metrics::Channel;
 use noiseda::model::{ArchConfig, DiffusionConfig};
+use noiseda::quality::Channel;
 use noiseda::train::{self, TrainOptions};
 use noiseda::{artifact, Error, Result};
 
@@ -196,8 +196,8 @@ pub fn eval(a: EvalArgs, progress: bool) -> Result<()> {
         (None, None, Some(root), None, None) => EvalData::Root { root },
         (None, None, None, Some(clean), Some(degrade)) => EvalData::Synthetic { clean, degrade },
         _ => {
-            return Err(Error::InvalidArgument(
-                "give --noisy DIR --gt DIR, --pairs ROOT, or --clean DIR --degrade awgn:SIGMA|camera|rain|blur".into(),
+            return Err(Error::invalid_input(
+                "give --noisy DIR --gt DIR, --pairs ROOT, or --clean DIR --degrade awgn:SIGMA|camera|rain|blur",
             ))
         }
     };
@@ -267,15 +267,15 @@ pub fn degrade(a: DegradeArgs) -> Result<()> {
             .synthetic
             .degradation
             .ok_or_else(|| {
-                Error::config(
+                Error::invalid(
                     "data.synthetic.degradation",
                     format!("{} has no degradation recipe", path.display()),
                 )
             })?,
         (None, None, Some(text)) => noiseda::config::Degradation::from_inline_toml(&text)?,
         _ => {
-            return Err(Error::InvalidArgument(
-                "give one of --kind, --spec or --recipe".into(),
+            return Err(Error::invalid_input(
+                "give one of --kind, --spec or --recipe",
             ))
         }
     };
@@ -295,7 +295,7 @@ pub fn plot(a: PlotArgs) -> Result<()> {
             let mut c = Client::connect(&a.auth.remote(&a.server)).await?;
             let job = c.get(id).await?;
             let points = c.history(id, 1).await?;
-            Ok::<_, Error>(vec![noiseda::plot::Run {
+            Ok::<_, Error>(vec![noiseda::runlog::curves::Run {
                 label: job.name,
                 points,
             }])
@@ -308,11 +308,11 @@ pub fn plot(a: PlotArgs) -> Result<()> {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_else(|| dir.display().to_string());
-                noiseda::plot::Run::load(label, dir)
+                noiseda::runlog::curves::Run::load(label, dir)
             })
             .collect::<Result<Vec<_>>>()?,
     };
-    noiseda::plot::training_curves(&runs, None, &a.out)?;
+    noiseda::runlog::curves::training_curves(&runs, None, &a.out)?;
     eprintln!("wrote {}", a.out.display());
     Ok(())
 }

@@ -1,12 +1,10 @@
-//! Random crops, the 8 dihedral transforms and synthetic degradations, all drawn from a
-//! caller-provided seeded RNG.
+//! Random crops and the 8 dihedral transforms, drawn from a caller-provided seeded RNG
+//! (the degradations are `spec::degrade`, their shared draws `draw`).
 
 use image::RgbImage;
 use rand::Rng;
-use rand_distr::{Distribution, Normal};
 
 use super::Image;
-use crate::config::Degradation;
 
 /// A `p`×`p` crop at (x, y) as f32 in [0, 1].
 pub fn crop(img: &RgbImage, x: usize, y: usize, p: usize) -> Image {
@@ -67,41 +65,6 @@ pub fn dihedral(img: &Image, k: u8) -> Image {
         width: p,
         height: p,
         data: out,
-    }
-}
-
-/// A value uniform in [lo, hi] (lo itself when the range is empty): how every recipe draws
-/// its per-image parameters.
-pub fn draw(rng: &mut impl Rng, [lo, hi]: [f32; 2]) -> f32 {
-    if hi > lo {
-        rng.gen_range(lo..=hi)
-    } else {
-        lo
-    }
-}
-
-/// Applies a degradation in place (AWGN: σ ~ U(range)/255 per image, not clipped).
-pub fn degrade(rng: &mut impl Rng, img: &mut Image, how: &Degradation) {
-    match how {
-        Degradation::Awgn { sigma } => {
-            let sigma = draw(rng, *sigma);
-            add_gaussian(rng, img, sigma / 255.0);
-        }
-        Degradation::Camera(cam) => *img = cam.apply(rng, img),
-        Degradation::Isp(isp) => *img = isp.apply(rng, img),
-        Degradation::Rain(rain) => *img = rain.apply(rng, img),
-        Degradation::Blur(blur) => *img = blur.apply(rng, img),
-    }
-}
-
-/// Adds N(0, σ²) noise (σ in [0, 1] units) to every sample, unclipped.
-pub fn add_gaussian(rng: &mut impl Rng, img: &mut Image, sigma: f32) {
-    if sigma <= 0.0 {
-        return;
-    }
-    let normal = Normal::new(0f32, sigma).expect("sigma is finite and positive");
-    for v in img.data.iter_mut() {
-        *v += normal.sample(rng);
     }
 }
 

@@ -5,9 +5,9 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::augment::{add_gaussian, draw};
+use super::draw::{add_gaussian, draw};
 use super::Image;
-use crate::config::range_ok;
+use crate::check::range_ok;
 
 /// Ranges the blur recipe draws from (uniformly, once per image).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::augment::draw;
+use super::draw::draw;
 use super::Image;
 
 /// Ranges the pipeline draws its parameters from (uniformly, once per image).

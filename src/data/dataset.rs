@@ -7,10 +7,11 @@ use std::path::{Path, PathBuf};
 use image::RgbImage;
 use rand::Rng;
 
-use super::augment::{crop, degrade, dihedral, random_origin, trim};
+use super::augment::{crop, dihedral, random_origin, trim};
 use super::io::{list_images, load_rgb};
+use super::spec::degrade;
+use super::spec::{DataRange, DataSpec, Degradation, PairedSpec};
 use super::Image;
-use crate::config::{DataRange, DataSpec, Degradation, PairedSpec};
 use crate::{Error, Result};
 
 /// Loads every image of a folder, checking each is at least `min_side` in both sides.
@@ -27,7 +28,7 @@ fn load_folder(dir: &Path, min_side: usize) -> Result<Vec<(PathBuf, RgbImage)>> 
 
 fn check_size(path: &Path, img: &RgbImage, min_side: usize) -> Result<()> {
     if (img.width() as usize) < min_side || (img.height() as usize) < min_side {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "{} is {}×{}, smaller than the {min_side}×{min_side} patch",
             path.display(),
             img.width(),
@@ -106,7 +107,7 @@ fn index_unique<K: std::hash::Hash + Eq>(
     let mut index = HashMap::with_capacity(files.len());
     for f in files {
         if let Some(prev) = index.insert(key(f), f) {
-            return Err(Error::Data(format!(
+            return Err(Error::data(format!(
                 "{} and {} map to the same pair name",
                 prev.display(),
                 f.display()
@@ -134,7 +135,7 @@ pub fn match_pairs(lq_dir: &Path, gt_dir: &Path) -> Result<Vec<(PathBuf, PathBuf
     let mut pairs = Vec::with_capacity(lqs.len());
     for l in &lqs {
         let g = gt_by_key.remove(&key(l)).ok_or_else(|| {
-            Error::Data(format!(
+            Error::data(format!(
                 "unmatched pair: {} has no target in {}",
                 l.display(),
                 gt_dir.display()
@@ -143,7 +144,7 @@ pub fn match_pairs(lq_dir: &Path, gt_dir: &Path) -> Result<Vec<(PathBuf, PathBuf
         pairs.push((l.clone(), g.clone()));
     }
     if let Some(g) = gt_by_key.values().min() {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "unmatched pair: {} has no degraded image in {}",
             g.display(),
             lq_dir.display()
@@ -207,7 +208,7 @@ pub fn discover_pairs(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
             }
             ([], []) => {}
             _ => {
-                return Err(Error::Data(format!(
+                return Err(Error::data(format!(
                     "{} has an ambiguous layout: degraded folders {:?}, target folders {:?}",
                     dir.display(),
                     lqs,
@@ -218,12 +219,12 @@ pub fn discover_pairs(root: &Path) -> Result<Vec<(PathBuf, PathBuf)>> {
         Ok(())
     }
     if !root.is_dir() {
-        return Err(Error::Data(format!("{} is not a folder", root.display())));
+        return Err(Error::data(format!("{} is not a folder", root.display())));
     }
     let mut out = Vec::new();
     walk(root, 3, &mut out)?;
     if out.is_empty() {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "no paired folders under {}: expected sub-folders named one of {:?} next to one of {:?}",
             root.display(),
             LQ_DIRS,
@@ -256,7 +257,7 @@ impl PairedFolder {
         match (&spec.lq, &spec.gt, &spec.root) {
             (Some(lq), Some(gt), None) => Self::load(lq, gt, min_side, spec.max_images),
             (None, None, Some(root)) => Self::load_root(root, min_side, spec.max_images),
-            _ => Err(Error::config(
+            _ => Err(Error::invalid(
                 "data.val",
                 "give both `lq` and `gt`, or a paired dataset `root`",
             )),
@@ -277,7 +278,7 @@ impl PairedFolder {
             .map(|(l, g)| {
                 let (lq, gt) = (load_rgb(&l)?, load_rgb(&g)?);
                 if lq.dimensions() != gt.dimensions() {
-                    return Err(Error::Data(format!(
+                    return Err(Error::data(format!(
                         "{} is {:?} but its target {} is {:?}",
                         l.display(),
                         lq.dimensions(),
@@ -346,7 +347,7 @@ impl TrainData {
                 SyntheticSource::Paired(PairedFolder::load_root(root, spec.patch, 0)?)
             }
             _ => {
-                return Err(Error::config(
+                return Err(Error::invalid(
                     "data.synthetic",
                     "give one of: `clean` (+ `degradation`), both `lq` and `gt`, or a paired dataset `root`",
                 ))

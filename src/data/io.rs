@@ -63,7 +63,7 @@ pub fn list_images(dir: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if files.is_empty() {
-        return Err(Error::Data(format!(
+        return Err(Error::data(format!(
             "no images ({}) in {}",
             EXTENSIONS.join(", "),
             dir.display()
@@ -101,8 +101,8 @@ impl Image {
             .expect("Image buffer length is width*height*3. This is a bug.")
     }
 
-    pub fn as_metric(&self) -> crate::metrics::RgbF32<'_> {
-        crate::metrics::RgbF32 {
+    pub fn as_metric(&self) -> crate::quality::RgbF32<'_> {
+        crate::quality::RgbF32 {
             width: self.width,
             height: self.height,
             data: &self.data,
@@ -134,7 +134,7 @@ impl Image {
     pub fn from_tensor(t: &Tensor) -> Result<Self> {
         let (c, h, w) = t.dims3()?;
         if c != 3 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "expected 3 channels, got {c}"
             )));
         }

@@ -20,8 +20,8 @@ use rand::Rng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
-use super::augment::draw;
 use super::camera::{bayer, demosaic_at};
+use super::draw::draw;
 use super::Image;
 
 /// Ranges the pipeline draws its parameters from, once per image.

@@ -115,7 +115,7 @@ impl Loader {
                         .unwrap_or_else(|| "the loader thread panicked".into()),
                     _ => "no more batches".into(),
                 };
-                Err(Error::Loader(why))
+                Err(Error::loader(why))
             }
         }
     }

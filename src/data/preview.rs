@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::augment::degrade;
 use super::loader::step_rng;
+use super::spec::degrade;
+use super::spec::Degradation;
 use super::{list_images, load_rgb, save_rgb, Image};
-use crate::config::Degradation;
 use crate::{Error, Result};
 
 /// One degraded image written.
@@ -33,7 +33,7 @@ pub fn degrade_files(
     copies: usize,
 ) -> Result<Vec<Degraded>> {
     if copies == 0 {
-        return Err(Error::InvalidArgument("--copies must be at least 1".into()));
+        return Err(Error::invalid_input("--copies must be at least 1"));
     }
     let (files, single) = if input.is_dir() {
         (list_images(input)?, false)
@@ -41,7 +41,7 @@ pub fn degrade_files(
         (vec![input.to_path_buf()], copies == 1)
     };
     if files.is_empty() {
-        return Err(Error::Data(format!("{} holds no images", input.display())));
+        return Err(Error::data(format!("{} holds no images", input.display())));
     }
     let mut written = Vec::with_capacity(files.len() * copies);
     for (i, file) in files.iter().enumerate() {
@@ -72,12 +72,12 @@ pub fn degrade_files(
                 output.join(format!("{stem}-{k}.png"))
             };
             let rgb = img.to_rgb8();
-            let psnr = crate::metrics::psnr(
+            let psnr = crate::quality::psnr(
                 Image::from_rgb8(&rgb).as_metric(),
                 clean.as_metric(),
-                crate::metrics::Channel::Rgb,
+                crate::quality::Channel::Rgb,
             )
-            .map_err(|e| Error::Data(format!("{}: {e}", file.display())))?;
+            .map_err(|e| Error::data(format!("{}: {e}", file.display())))?;
             save_rgb(&out_path, &rgb)?;
             written.push(Degraded {
                 input: file.clone(),

@@ -5,9 +5,9 @@
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use super::augment::draw;
+use super::draw::draw;
 use super::Image;
-use crate::config::range_ok;
+use crate::check::range_ok;
 
 /// Ranges the rain recipe draws from (uniformly, once per image).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -93,27 +93,31 @@ impl ApiKeys {
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
         Self::parse(&text).map_err(|e| match e {
-            Error::Config { key, msg } => {
-                Error::config(format!("--api-keys {}: {key}", path.display()), msg)
-            }
+            Error::Invalid {
+                key: Some(key),
+                msg,
+            } => Error::invalid(format!("--api-keys {}: {key}", path.display()), msg),
             e => e,
         })
     }
 
     pub fn parse(text: &str) -> Result<Self> {
-        let file: KeyFile =
-            toml::from_str(text).map_err(|e| Error::config("key file", e.message().to_string()))?;
+        let file: KeyFile = toml::from_str(text)
+            .map_err(|e| Error::invalid("key file", e.message().to_string()))?;
         if file.key.is_empty() {
-            return Err(Error::config("key", "the file has no [[key]] entries"));
+            return Err(Error::invalid("key", "the file has no [[key]] entries"));
         }
         let mut keys = HashMap::new();
         for (i, k) in file.key.into_iter().enumerate() {
             let at = |field: &str| format!("key[{i}] ({}).{field}", k.name);
             if k.name.is_empty() {
-                return Err(Error::config(format!("key[{i}].name"), "must not be empty"));
+                return Err(Error::invalid(
+                    format!("key[{i}].name"),
+                    "must not be empty",
+                ));
             }
             if k.scopes.is_empty() {
-                return Err(Error::config(
+                return Err(Error::invalid(
                     at("scopes"),
                     "give at least one of training, restore, models",
                 ));
@@ -129,26 +133,26 @@ impl ApiKeys {
                         })
                         .flatten();
                     let bytes = bytes.ok_or_else(|| {
-                        Error::config(at("sha256"), "must be 64 hex digits (a SHA-256)")
+                        Error::invalid(at("sha256"), "must be 64 hex digits (a SHA-256)")
                     })?;
                     <[u8; 32]>::try_from(bytes).expect("32 bytes")
                 }
                 (None, Some(s)) if s.len() >= 16 => digest(s),
                 (None, Some(_)) => {
-                    return Err(Error::config(
+                    return Err(Error::invalid(
                         at("secret"),
                         "keys shorter than 16 characters are refused",
                     ))
                 }
                 _ => {
-                    return Err(Error::config(
+                    return Err(Error::invalid(
                         at("sha256"),
                         "give exactly one of sha256 and secret",
                     ))
                 }
             };
             if keys.insert(d, (k.name.clone(), k.scopes)).is_some() {
-                return Err(Error::config(at("sha256"), "the same key appears twice"));
+                return Err(Error::invalid(at("sha256"), "the same key appears twice"));
             }
         }
         Ok(Self { keys })
@@ -181,7 +185,7 @@ impl ApiKeys {
             .get(&digest(token))
             .ok_or_else(|| Error::Unauthenticated("unknown API key".into()))?;
         if !scopes.contains(&scope) {
-            return Err(Error::PermissionDenied(format!(
+            return Err(Error::Denied(format!(
                 "API key `{name}` lacks the `{}` scope that {path} needs",
                 scope.name()
             )));
@@ -352,13 +356,14 @@ impl Remote {
     }
 
     pub fn interceptor(&self) -> Result<KeyInterceptor> {
-        let value =
-            match &self.api_key {
-                Some(k) => Some(format!("Bearer {k}").parse().map_err(|_| {
-                    Error::InvalidArgument("--api-key must be printable ASCII".into())
-                })?),
-                None => None,
-            };
+        let value = match &self.api_key {
+            Some(k) => Some(
+                format!("Bearer {k}")
+                    .parse()
+                    .map_err(|_| Error::invalid_input("--api-key must be printable ASCII"))?,
+            ),
+            None => None,
+        };
         Ok(KeyInterceptor(value))
     }
 
@@ -367,7 +372,7 @@ impl Remote {
         use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
         let url = self.url();
         let mut endpoint = Endpoint::from_shared(url.clone())
-            .map_err(|e| Error::InvalidArgument(format!("--server {}: {e}", self.server)))?
+            .map_err(|e| Error::invalid_input(format!("--server {}: {e}", self.server)))?
             .connect_timeout(std::time::Duration::from_secs(10));
         if url.starts_with("https://") {
             let read = |p: &Path| std::fs::read(p).map_err(|e| Error::io(p, e));
@@ -379,18 +384,14 @@ impl Remote {
             match (&self.tls_cert, &self.tls_key) {
                 (Some(c), Some(k)) => tls = tls.identity(Identity::from_pem(read(c)?, read(k)?)),
                 (None, None) => {}
-                _ => {
-                    return Err(Error::InvalidArgument(
-                        "--tls-cert and --tls-key go together".into(),
-                    ))
-                }
+                _ => return Err(Error::invalid_input("--tls-cert and --tls-key go together")),
             }
             endpoint = endpoint
                 .tls_config(tls)
-                .map_err(|e| Error::InvalidArgument(format!("TLS settings: {e}")))?;
+                .map_err(|e| Error::invalid_input(format!("TLS settings: {e}")))?;
         }
         endpoint.connect().await.map_err(|e| {
-            Error::Unavailable(format!(
+            Error::unavailable(format!(
                 "cannot reach the server at {url}: {e} (is `noiseda serve` running?)"
             ))
         })

@@ -15,7 +15,7 @@ use crate::pb;
 use crate::restore::batcher::Done;
 use crate::restore::codec::{Decoded, Input, OutputFormat, PixelType, RawInput, TileRequest};
 use crate::restore::registry::Served;
-use crate::train::MetricPoint;
+use crate::runlog::{MetricPoint, Split};
 use crate::{Error, Result};
 
 // ---- Training ---------------------------------------------------------------------------
@@ -90,10 +90,9 @@ pub fn checkpoint(c: &CheckpointRecord, best: Option<u64>) -> pb::Checkpoint {
 }
 
 pub fn metric_point(p: MetricPoint) -> pb::MetricPoint {
-    let split = match p.split.as_str() {
-        "train" => pb::Split::Train,
-        "val" => pb::Split::Val,
-        _ => pb::Split::Unspecified,
+    let split = match p.split {
+        Split::Train => pb::Split::Train,
+        Split::Val => pb::Split::Val,
     };
     pb::MetricPoint {
         seq: p.seq,
@@ -108,15 +107,15 @@ pub fn metric_point(p: MetricPoint) -> pb::MetricPoint {
 /// A metric point off the wire (an unknown split reads as train).
 pub fn metric_point_from_pb(p: pb::MetricPoint) -> MetricPoint {
     let split = match pb::Split::try_from(p.split) {
-        Ok(pb::Split::Val) => "val",
-        _ => "train",
+        Ok(pb::Split::Val) => Split::Val,
+        _ => Split::Train,
     };
     MetricPoint {
         seq: p.seq,
         step: p.step,
         wall: p.wall_time,
         series: p.series,
-        split: split.to_string(),
+        split,
         value: p.value,
     }
 }
@@ -127,7 +126,7 @@ pub fn state_filter(state: i32) -> Result<Option<JobState>> {
         0 => Ok(None),
         s => JobState::from_i32(s)
             .map(Some)
-            .ok_or_else(|| Error::InvalidArgument(format!("state: unknown job state {s}"))),
+            .ok_or_else(|| Error::invalid_input(format!("state: unknown job state {s}"))),
     }
 }
 
@@ -136,8 +135,8 @@ pub fn spec_document(spec: Option<pb::JobSpec>) -> Result<SpecDocument> {
     match spec.and_then(|s| s.document) {
         Some(pb::job_spec::Document::Toml(t)) => Ok(SpecDocument::Toml(t)),
         Some(pb::job_spec::Document::Json(t)) => Ok(SpecDocument::Json(t)),
-        None => Err(Error::InvalidArgument(
-            "spec: give the job spec as `toml` or `json` text".into(),
+        None => Err(Error::invalid_input(
+            "spec: give the job spec as `toml` or `json` text",
         )),
     }
 }
@@ -148,9 +147,7 @@ pub fn weights(w: i32) -> Result<Option<Weights>> {
         Ok(pb::Weights::Unspecified) => Ok(None),
         Ok(pb::Weights::Ema) => Ok(Some(Weights::Ema)),
         Ok(pb::Weights::Raw) => Ok(Some(Weights::Raw)),
-        Err(_) => Err(Error::InvalidArgument(format!(
-            "weights: unknown value {w}"
-        ))),
+        Err(_) => Err(Error::invalid_input(format!("weights: unknown value {w}"))),
     }
 }
 
@@ -256,7 +253,7 @@ pub fn image_input(k: usize, input: &pb::ImageInput) -> Result<Input<'_>> {
             },
             data: &r.data,
         })),
-        None => Err(Error::InvalidArgument(format!(
+        None => Err(Error::invalid_input(format!(
             "image {k}: give `encoded` or `raw`"
         ))),
     }
@@ -281,7 +278,7 @@ pub fn output_format(f: i32) -> Result<OutputFormat> {
         Ok(pb::OutputFormat::Webp) => Ok(OutputFormat::Webp),
         Ok(pb::OutputFormat::RawU8) => Ok(OutputFormat::RawU8),
         Ok(pb::OutputFormat::RawF32) => Ok(OutputFormat::RawF32),
-        Err(_) => Err(Error::InvalidArgument(format!(
+        Err(_) => Err(Error::invalid_input(format!(
             "output_format: unknown value {f}"
         ))),
     }

@@ -57,7 +57,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 ) -> Result<T, tonic::Status> {
     tokio::task::spawn_blocking(f)
         .await
-        .map_err(|e| Error::Internal(format!("{what} task failed: {e}")))
+        .map_err(|e| Error::internal(format!("{what} task failed: {e}")))
         .and_then(|r| r)
         .map_err(tonic::Status::from)
 }
@@ -118,7 +118,7 @@ fn router(
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
-        .map_err(|e| Error::InvalidArgument(format!("reflection: {e}")))?;
+        .map_err(|e| Error::invalid_input(format!("reflection: {e}")))?;
     let limit = cfg.network.payload_limit;
     let training = parts.manager.as_ref().map(|m| {
         pb::training_server::TrainingServer::new(training::TrainingService::new(
@@ -139,7 +139,7 @@ fn router(
     if let Some(tls) = tls {
         builder = builder
             .tls_config(tls)
-            .map_err(|e| Error::config("--tls-cert", e.to_string()))?;
+            .map_err(|e| Error::invalid("--tls-cert", e.to_string()))?;
     }
     Ok(builder
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
@@ -151,13 +151,55 @@ fn router(
         .add_optional_service(models_svc))
 }
 
+/// The sockets a server answers on: gRPC and the Prometheus `GET /metrics`.
+pub struct Listeners {
+    pub grpc: tokio::net::TcpListener,
+    pub metrics: tokio::net::TcpListener,
+}
+
+impl Listeners {
+    /// Binds `--listen` and `--metrics-listen`.
+    pub async fn bind(cfg: &ServerConfig) -> Result<Self> {
+        let bind = |what: &'static str, addr: SocketAddr| async move {
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| Error::io(format!("{what} address {addr}"), e))
+        };
+        Ok(Self {
+            grpc: bind("listen", cfg.network.listen).await?,
+            metrics: bind("metrics", cfg.network.metrics_listen).await?,
+        })
+    }
+}
+
 /// Runs the server until `stop` resolves, then drains: readiness goes NOT_SERVING, metric
 /// streams end (clients reconnect with their last seq), running jobs checkpoint within the
 /// grace period. `ready` receives the bound (gRPC, metrics) addresses once serving. The
-/// config is validated first. The listener is bound here, after the job manager and the
-/// registry have started, so that a bound address means a server that answers.
+/// config is validated first. The listeners are bound here, after the job manager and the
+/// registry have started, so that a bound address means a server that answers (the path of
+/// `noiseda serve`).
 pub async fn serve(
     cfg: ServerConfig,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+    ready: impl FnOnce(SocketAddr, SocketAddr),
+) -> Result<()> {
+    run(cfg, None, stop, ready).await
+}
+
+/// [`serve`] on listeners the caller bound beforehand (in-process servers: tests bind
+/// `127.0.0.1:0` first, so they know the address without waiting; connections made before the
+/// server is up wait in the listen backlog). `--listen` and `--metrics-listen` are ignored.
+pub async fn serve_on(
+    listeners: Listeners,
+    cfg: ServerConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    run(cfg, Some(listeners), shutdown, |_, _| {}).await
+}
+
+async fn run(
+    cfg: ServerConfig,
+    listeners: Option<Listeners>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
     ready: impl FnOnce(SocketAddr, SocketAddr),
 ) -> Result<()> {
@@ -181,19 +223,19 @@ pub async fn serve(
     };
     let router = router(&cfg, &parts, health_service, keys, tls)?;
 
-    let listen = cfg.network.listen;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| Error::io(format!("listen address {listen}"), e))?;
+    let listeners = match listeners {
+        Some(l) => l,
+        None => Listeners::bind(&cfg).await?,
+    };
+    let listener = listeners.grpc;
     let addr = listener
         .local_addr()
-        .map_err(|e| Error::io(format!("listen address {listen}"), e))?;
+        .map_err(|e| Error::io("listen address", e))?;
     let mut metrics_stop = parts.shutdown_rx.clone();
     let (metrics_addr, metrics_server) =
-        prometheus::bind(cfg.network.metrics_listen, parts.prom.clone(), async move {
+        prometheus::bind(listeners.metrics, parts.prom.clone(), async move {
             let _ = metrics_stop.wait_for(|s| *s).await;
-        })
-        .await?;
+        })?;
     let metrics_task = tokio::spawn(metrics_server);
     start_scheduling(&parts).await?;
     tracing::info!(%addr, %metrics_addr, role = ?cfg.network.role, data_dir = %cfg.storage.data_dir.display(), "serving");
@@ -209,7 +251,7 @@ pub async fn serve(
     let grace = cfg.network.shutdown_grace();
     let started_draining = tokio::select! {
         r = server => {
-            r.map_err(|e| Error::Unavailable(format!("gRPC server: {e}")))?;
+            r.map_err(|e| Error::unavailable(format!("gRPC server: {e}")))?;
             None
         }
         at = async {
@@ -239,7 +281,7 @@ async fn start_scheduling(parts: &Parts) -> Result<()> {
         let m = m.clone();
         tokio::task::spawn_blocking(move || m.schedule())
             .await
-            .map_err(|e| Error::Unavailable(format!("scheduler did not start: {e}")))??;
+            .map_err(|e| Error::unavailable(format!("scheduler did not start: {e}")))??;
         parts
             .health
             .set_service_status(TRAINING_SERVICE, ServingStatus::Serving)
@@ -265,7 +307,7 @@ async fn load_auth(
         ))
     })
     .await
-    .map_err(|e| Error::Unavailable(format!("reading the key and TLS files failed: {e}")))??;
+    .map_err(|e| Error::unavailable(format!("reading the key and TLS files failed: {e}")))??;
     if keys.is_none() {
         tracing::warn!("no --api-keys: every call is accepted");
     }
@@ -289,7 +331,7 @@ async fn open_devices(cfg: &ServerConfig) -> Result<()> {
             .collect::<Result<Vec<_>>>()
     })
     .await
-    .map_err(|e| Error::Unavailable(format!("opening the devices failed: {e}")))??
+    .map_err(|e| Error::unavailable(format!("opening the devices failed: {e}")))??
     {
         tracing::info!(device = %d, "device");
     }
@@ -306,9 +348,9 @@ async fn start_manager(
     }
     let (cfg, prom) = (cfg.clone(), prom.clone());
     Ok(Some(
-        tokio::task::spawn_blocking(move || Manager::open(&cfg, prom))
+        tokio::task::spawn_blocking(move || Manager::open(&cfg.storage, &cfg.jobs, prom))
             .await
-            .map_err(|e| Error::Unavailable(format!("job manager did not start: {e}")))??,
+            .map_err(|e| Error::unavailable(format!("job manager did not start: {e}")))??,
     ))
 }
 
@@ -327,7 +369,7 @@ async fn start_registry(
     let model_dir = cfg.storage.model_dir();
     std::fs::create_dir_all(&model_dir).map_err(|e| Error::io(&model_dir, e))?;
     let registry = Arc::new(Registry::new(model_dir, device, o.batch, prom.clone()));
-    let not_started = |e| Error::Unavailable(format!("model registry did not start: {e}"));
+    let not_started = |e| Error::unavailable(format!("model registry did not start: {e}"));
     let (r, default) = (registry.clone(), o.default_model.clone());
     let names = tokio::task::spawn_blocking(move || r.load_all(default.as_deref()))
         .await

@@ -10,7 +10,7 @@ use prometheus::{
 };
 
 use crate::jobs::JobState;
-use crate::train::MetricPoint;
+use crate::runlog::{MetricPoint, Split};
 use crate::{Error, Result};
 
 pub struct Prom {
@@ -190,30 +190,6 @@ impl Prom {
         }
     }
 
-    pub fn job_states(&self, counts: &BTreeMap<i32, u64>) {
-        for s in JobState::ALL {
-            let n = counts.get(&(s as i32)).copied().unwrap_or(0);
-            self.jobs.with_label_values(&[s.as_str()]).set(n as i64);
-        }
-    }
-
-    pub fn step(&self, job: &str, seconds: f64, points: &[MetricPoint]) {
-        self.steps.with_label_values(&[job]).inc();
-        self.step_seconds.observe(seconds);
-        for p in points {
-            let g = if p.split == "val" {
-                &self.val
-            } else {
-                &self.train
-            };
-            g.with_label_values(&[job, &p.series]).set(p.value);
-        }
-    }
-
-    pub fn checkpoint(&self) {
-        self.checkpoints.inc();
-    }
-
     pub fn request(&self, method: &str, code: tonic::Code) {
         self.requests
             .with_label_values(&[method, &format!("{code:?}")])
@@ -222,20 +198,6 @@ impl Prom {
 
     pub fn image(&self, pixels: usize) {
         self.image_pixels.observe(pixels as f64);
-    }
-
-    pub fn queued(&self, waited: std::time::Duration) {
-        self.queue_seconds.observe(waited.as_secs_f64());
-    }
-
-    pub fn batch(&self, images: usize, pixels: usize, took: std::time::Duration) {
-        self.batch_size.observe(images as f64);
-        self.batch_pixels.observe(pixels as f64);
-        self.inference_seconds.observe(took.as_secs_f64());
-    }
-
-    pub fn expired(&self) {
-        self.expired.inc();
     }
 
     /// The text exposition of every series.
@@ -248,6 +210,48 @@ impl Prom {
     }
 }
 
+impl crate::jobs::Telemetry for Prom {
+    fn job_states(&self, counts: &BTreeMap<i32, u64>) {
+        for s in JobState::ALL {
+            let n = counts.get(&(s as i32)).copied().unwrap_or(0);
+            self.jobs.with_label_values(&[s.as_str()]).set(n as i64);
+        }
+    }
+
+    fn step(&self, job: &str, seconds: f64, points: &[MetricPoint]) {
+        self.steps.with_label_values(&[job]).inc();
+        self.step_seconds.observe(seconds);
+        for p in points {
+            let g = if p.split == Split::Val {
+                &self.val
+            } else {
+                &self.train
+            };
+            g.with_label_values(&[job, &p.series]).set(p.value);
+        }
+    }
+
+    fn checkpoint(&self) {
+        self.checkpoints.inc();
+    }
+}
+
+impl crate::restore::Telemetry for Prom {
+    fn queued(&self, waited: std::time::Duration) {
+        self.queue_seconds.observe(waited.as_secs_f64());
+    }
+
+    fn batch(&self, images: usize, pixels: usize, took: std::time::Duration) {
+        self.batch_size.observe(images as f64);
+        self.batch_pixels.observe(pixels as f64);
+        self.inference_seconds.observe(took.as_secs_f64());
+    }
+
+    fn expired(&self) {
+        self.expired.inc();
+    }
+}
+
 impl Default for Prom {
     fn default() -> Self {
         Self::new()
@@ -255,17 +259,14 @@ impl Default for Prom {
 }
 
 /// Binds `addr` for `GET /metrics`; returns the bound address and the server future.
-pub async fn bind(
-    addr: SocketAddr,
+pub fn bind(
+    listener: tokio::net::TcpListener,
     prom: std::sync::Arc<Prom>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(SocketAddr, impl std::future::Future<Output = ()>)> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| Error::io(format!("metrics address {addr}"), e))?;
     let bound = listener
         .local_addr()
-        .map_err(|e| Error::io(format!("metrics address {addr}"), e))?;
+        .map_err(|e| Error::io("metrics address", e))?;
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {

@@ -107,7 +107,7 @@ impl Inner {
                     .clone()
                     .acquire_owned()
                     .await
-                    .map_err(|_| Error::Unavailable("the server is shutting down".into()))?,
+                    .map_err(|_| Error::unavailable("the server is shutting down"))?,
             };
             permits.push(p);
         }
@@ -126,19 +126,17 @@ impl Inner {
         let t0 = Instant::now();
         let n = req.images.len();
         if n == 0 {
-            return Err(Error::InvalidArgument(
-                "images: give at least one image".into(),
-            ));
+            return Err(Error::invalid_input("images: give at least one image"));
         }
         if n > self.limits.max_images_per_request {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "images: {n} exceeds max_images_per_request = {}",
                 self.limits.max_images_per_request
             )));
         }
         let format = convert::output_format(req.output_format)?;
         if req.jpeg_quality > 100 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "jpeg_quality: {} is not in 1-100",
                 req.jpeg_quality
             )));
@@ -158,7 +156,7 @@ impl Inner {
                     .collect::<Result<Vec<_>>>()
             })
             .await
-            .map_err(|e| Error::Unavailable(format!("decoding failed: {e}")))??
+            .map_err(|e| Error::unavailable(format!("decoding failed: {e}")))??
         };
         for d in &decoded {
             self.prom.image(d.image.width * d.image.height);
@@ -184,14 +182,14 @@ impl Inner {
         for rx in replies {
             let reply = match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), rx).await.map_err(|_| {
-                    Error::DeadlineExceeded(format!(
+                    Error::Deadline(format!(
                         "the deadline passed after {} ms (queued or running)",
                         t0.elapsed().as_millis()
                     ))
                 })?,
                 None => rx.await,
             };
-            done.push(reply.map_err(|_| Error::Unavailable("the model went away".into()))??);
+            done.push(reply.map_err(|_| Error::unavailable("the model went away"))??);
         }
 
         let quality = if req.jpeg_quality == 0 {
@@ -209,7 +207,7 @@ impl Inner {
                 .collect::<Result<Vec<_>>>()
         })
         .await
-        .map_err(|e| Error::Unavailable(format!("encoding failed: {e}")))??;
+        .map_err(|e| Error::unavailable(format!("encoding failed: {e}")))??;
         let total = t0.elapsed();
         let images = encoded
             .into_iter()
@@ -239,7 +237,7 @@ impl pb::restore_server::Restore for RestoreService {
         // Draining: calls that arrive on open connections are refused; those already
         // admitted finish within the grace period.
         let r = if *self.shutdown.borrow() {
-            Err(Error::Unavailable("the server is shutting down".into()))
+            Err(Error::unavailable("the server is shutting down"))
         } else {
             self.inner
                 .handle(req.into_inner(), deadline, Admission::Now)
@@ -256,7 +254,7 @@ impl pb::restore_server::Restore for RestoreService {
         req: Request<tonic::Streaming<pb::RestoreRequest>>,
     ) -> Result<Response<Self::RestoreStreamStream>, Status> {
         if *self.shutdown.borrow() {
-            return Err(Error::Unavailable("the server is shutting down".into()).into());
+            return Err(Error::unavailable("the server is shutting down").into());
         }
         let mut inbound = req.into_inner();
         let (out_tx, out_rx) = mpsc::channel(STREAM_IN_FLIGHT);
@@ -291,7 +289,7 @@ impl pb::restore_server::Restore for RestoreService {
         tokio::spawn(async move {
             while let Some(task) = order_rx.recv().await {
                 let resp = task.await.unwrap_or_else(|e| {
-                    convert::restore_error(0, &Error::Internal(format!("request task failed: {e}")))
+                    convert::restore_error(0, &Error::internal(format!("request task failed: {e}")))
                 });
                 if out_tx.send(Ok(resp)).await.is_err() {
                     break;

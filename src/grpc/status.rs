@@ -1,7 +1,7 @@
 //! The only mapping from [`Error`] to a gRPC status in the crate: its code, and the message a
-//! client gets. Server faults (INTERNAL: I/O, tensors, the data loader, SQLite, a panicked job
-//! thread) reach the client as a generic message; their detail is logged here. Bad spec values
-//! travel as `google.rpc.BadRequest` field violations.
+//! client gets. Server faults ([`Error::Internal`]: I/O, tensors, the data loader, SQLite, a
+//! panicked job thread) reach the client as a generic message; their detail is logged here.
+//! Bad spec values travel as `google.rpc.BadRequest` field violations.
 
 use tonic::{Code, Status};
 
@@ -14,26 +14,16 @@ impl Error {
     /// The gRPC status code of this error.
     pub fn code(&self) -> Code {
         match self {
-            Error::Config { .. }
-            | Error::Spec(_)
-            | Error::InvalidArgument(_)
-            | Error::Image { .. } => Code::InvalidArgument,
+            Error::Invalid { .. } | Error::Problems(_) => Code::InvalidArgument,
             Error::NotFound(_) => Code::NotFound,
-            Error::AlreadyExists(_) => Code::AlreadyExists,
-            Error::Unavailable(_) | Error::Postgres(_) => Code::Unavailable,
+            Error::Conflict(_) => Code::AlreadyExists,
+            Error::Precondition { .. } => Code::FailedPrecondition,
             Error::Overloaded(_) => Code::ResourceExhausted,
+            Error::Deadline(_) => Code::DeadlineExceeded,
+            Error::Unavailable { .. } => Code::Unavailable,
             Error::Unauthenticated(_) => Code::Unauthenticated,
-            Error::PermissionDenied(_) => Code::PermissionDenied,
-            Error::DeadlineExceeded(_) => Code::DeadlineExceeded,
-            Error::Data(_)
-            | Error::Checkpoint(_)
-            | Error::Artifact(_)
-            | Error::FailedPrecondition(_) => Code::FailedPrecondition,
-            Error::Io { .. }
-            | Error::Tensor(_)
-            | Error::Loader(_)
-            | Error::Store(_)
-            | Error::Internal(_) => Code::Internal,
+            Error::Denied(_) => Code::PermissionDenied,
+            Error::Internal { .. } => Code::Internal,
         }
     }
 }

@@ -77,7 +77,7 @@ impl Training for TrainingService {
         let before = match req.page_token.as_str() {
             "" => None,
             t => Some(t.parse::<i64>().map_err(|_| {
-                Error::InvalidArgument(format!("page_token `{t}` was not returned by ListJobs"))
+                Error::invalid_input(format!("page_token `{t}` was not returned by ListJobs"))
             })?),
         };
         let (jobs, next) = self.call(move |m| m.list(state, size, before)).await?;
@@ -199,7 +199,7 @@ async fn follow(
             Ok::<_, Error>((live, ended, points))
         })
         .await
-        .unwrap_or_else(|e| Err(Error::Unavailable(format!("metric read failed: {e}"))));
+        .unwrap_or_else(|e| Err(Error::unavailable(format!("metric read failed: {e}"))));
         let (fresh, ended, points) = match read {
             Ok(r) => r,
             Err(e) => {
@@ -215,7 +215,7 @@ async fn follow(
             if p.seq != next {
                 if ended {
                     let _ = tx
-                        .send(Err(Error::Data(format!(
+                        .send(Err(Error::data(format!(
                             "job `{id}`: metric point {} follows {}; the store has a gap",
                             p.seq,
                             next - 1

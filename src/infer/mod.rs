@@ -29,7 +29,7 @@ impl Tiling {
 
     pub fn validate(&self) -> Result<()> {
         if self.tile < 16 || self.overlap >= self.tile {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "tile must be at least 16 and larger than the overlap, got tile {} overlap {}",
                 self.tile, self.overlap
             )));
@@ -114,7 +114,7 @@ pub fn restore_batch(
         .iter()
         .map(|img| {
             if (padded_side(net, img.height), padded_side(net, img.width)) != (ph, pw) {
-                return Err(Error::InvalidArgument(format!(
+                return Err(Error::invalid_input(format!(
                     "a batch needs one padded size: {}×{} does not pad to {pw}×{ph}",
                     img.width, img.height
                 )));
@@ -198,13 +198,13 @@ pub fn restore_plan(
         let same = output.exists()
             && std::fs::canonicalize(input).ok() == std::fs::canonicalize(output).ok();
         if same {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "output folder {} is the input folder; restoring in place would overwrite the originals",
                 output.display()
             )));
         }
         if output.is_file() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "input {} is a folder, so the output {} must be a folder too",
                 input.display(),
                 output.display()
@@ -219,7 +219,7 @@ pub fn restore_plan(
             .collect()
     } else {
         if !crate::data::io::is_image(output) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "output {} needs an image extension ({})",
                 output.display(),
                 crate::data::io::EXTENSIONS.join(", ")
@@ -227,20 +227,6 @@ pub fn restore_plan(
         }
         vec![(input.to_path_buf(), output.to_path_buf())]
     })
-}
-
-/// Writes `bytes` under a temporary name, then renames: no half-written file under the real name.
-pub fn write_atomic(dst: &std::path::Path, bytes: &[u8]) -> Result<()> {
-    if let Some(dir) = dst.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    }
-    let name = dst
-        .file_name()
-        .ok_or_else(|| Error::InvalidArgument(format!("{} has no file name", dst.display())))?
-        .to_string_lossy();
-    let partial = dst.with_file_name(format!(".partial-{name}"));
-    std::fs::write(&partial, bytes).map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, dst).map_err(|e| Error::io(dst, e))
 }
 
 /// Restores one file, or every image of a folder into an output folder (same file names).
@@ -270,13 +256,7 @@ pub fn restore_path(
             tiling,
         )?;
         // Written under a temporary name, then renamed: no half-written image under the real name.
-        let name = dst
-            .file_name()
-            .expect("output paths have names")
-            .to_string_lossy();
-        let partial = dst.with_file_name(format!(".partial-{name}"));
-        save_rgb(&partial, &out.to_rgb8())?;
-        std::fs::rename(&partial, &dst).map_err(|e| Error::io(&dst, e))?;
+        crate::fsio::write_with(&dst, |partial| save_rgb(partial, &out.to_rgb8()))?;
         written.push(dst);
         bar.inc(1);
     }

@@ -17,12 +17,12 @@ impl SpecDocument {
         match self {
             SpecDocument::Toml(t) => {
                 let spec = JobSpec::from_toml(&t)
-                    .map_err(|e| Error::config("spec.toml", e.message().to_string()))?;
+                    .map_err(|e| Error::invalid("spec.toml", e.message().to_string()))?;
                 Ok((t, spec))
             }
             SpecDocument::Json(t) => {
                 let spec = serde_json::from_str(&t)
-                    .map_err(|e| Error::config("spec.json", e.to_string()))?;
+                    .map_err(|e| Error::invalid("spec.json", e.to_string()))?;
                 Ok((t, spec))
             }
         }

@@ -4,16 +4,18 @@
 
 pub mod loss;
 pub mod schedule;
+pub mod spec;
 
 use candle::{Device, Tensor};
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, StandardNormal};
 
-use crate::config::{Conditions, Hinge, JobSpec, Method};
 use crate::data::Batch;
+use crate::model::spec::DiffusionSpec;
 use crate::model::{DiffusionUNet, Restorer};
 use schedule::Schedule;
+use spec::{Conditions, Hinge, LossSpec, Method};
 
 /// The networks a step uses.
 #[derive(Clone, Copy)]
@@ -81,15 +83,14 @@ pub fn swap_slots(a: &Tensor, b: &Tensor, mask: &Tensor) -> candle::Result<(Tens
 }
 
 impl Objective {
-    pub fn from_spec(spec: &JobSpec) -> crate::Result<Self> {
-        let l = &spec.loss;
-        Ok(match spec.method {
+    /// The objective of a job spec's `method`, `loss` and `diffusion` sections.
+    pub fn from_spec(method: Method, l: &LossSpec, d: &DiffusionSpec) -> crate::Result<Self> {
+        Ok(match method {
             Method::Vanilla => Self::Vanilla {
                 charbonnier_eps: l.charbonnier_eps,
             },
             Method::NoiseDa | Method::NoiseDaUnpaired => {
-                let d = &spec.diffusion;
-                let unpaired = spec.method == Method::NoiseDaUnpaired;
+                let unpaired = method == Method::NoiseDaUnpaired;
                 Self::Joint(Box::new(Joint {
                     unpaired,
                     charbonnier_eps: l.charbonnier_eps,

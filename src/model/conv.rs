@@ -1,6 +1,6 @@
 //! Fast CPU convolution: stride-1 "same" conv2d + bias (+ LeakyReLU) forward and both backward
 //! passes as candle CustomOps (im2col in row chunks + the gemm crate's AVX-512 kernel, parallel
-//! over images and chunks), and the `Conv2d` layer the nets use (candle's ops off the CPU or
+//! over images and chunks), and the [`ConvLayer`] the nets use (candle's ops off the CPU or
 //! off f32).
 
 use candle::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Module, Shape, Tensor};
@@ -547,14 +547,15 @@ pub fn conv2d_same(
     }
 }
 
-/// A stride-1 "same" convolution layer with bias (official names `weight`, `bias`).
+/// A stride-1 "same" convolution layer with bias (official names `weight`, `bias`). Not
+/// candle's `Conv2d`: its own constructor (`new(vb, c_in, c_out, k, bias)`) and fused ops.
 #[derive(Debug, Clone)]
-pub struct Conv2d {
+pub struct ConvLayer {
     weight: Tensor,
     bias: Option<Tensor>,
 }
 
-impl Conv2d {
+impl ConvLayer {
     /// Kaiming-normal weight and uniform bias hints (the trainer re-initialises anyway).
     pub fn new(
         vb: VarBuilder,
@@ -589,14 +590,14 @@ impl Conv2d {
     }
 }
 
-impl Conv2d {
+impl ConvLayer {
     /// LeakyReLU(conv(x) + bias) in one fused op (0 < slope < 1).
     pub fn forward_leaky(&self, xs: &Tensor, slope: f64) -> candle::Result<Tensor> {
         conv2d_same(xs, &self.weight, self.bias.as_ref(), Some(slope))
     }
 }
 
-impl Module for Conv2d {
+impl Module for ConvLayer {
     fn forward(&self, xs: &Tensor) -> candle::Result<Tensor> {
         conv2d_same(xs, &self.weight, self.bias.as_ref(), None)
     }
@@ -669,7 +670,7 @@ mod tests {
         let dev = Device::Cpu;
         let varmap = candle_nn::VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &dev);
-        let conv = Conv2d::new(vb, 2, 3, 3, true).unwrap();
+        let conv = ConvLayer::new(vb, 2, 3, 3, true).unwrap();
         let x = Tensor::randn(0f32, 1., (1, 2, 4, 4), &dev).unwrap();
         let ours = conv.forward(&x).unwrap();
         let reference = x

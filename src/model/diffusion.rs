@@ -18,7 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::norm::{Dropout, GroupNorm};
-use super::{conv3x3, Conv2d};
+use super::{conv3x3, ConvLayer};
 
 /// Diffusion U-Net hyper-parameters. Default = the official `diffusion-b`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -226,11 +226,11 @@ impl Resample {
 #[derive(Debug, Clone)]
 struct ResBlock {
     in_norm: GroupNorm,
-    in_conv: Conv2d,
+    in_conv: ConvLayer,
     emb: Linear,
     out_norm: GroupNorm,
-    out_conv: Conv2d,
-    skip: Option<Conv2d>,
+    out_conv: ConvLayer,
+    skip: Option<ConvLayer>,
     resample: Resample,
     dropout: f64,
 }
@@ -245,7 +245,13 @@ impl ResBlock {
         dropout: f64,
     ) -> candle::Result<Self> {
         let skip = if cin != cout {
-            Some(Conv2d::new(vb.pp("skip_connection"), cin, cout, 1, true)?)
+            Some(ConvLayer::new(
+                vb.pp("skip_connection"),
+                cin,
+                cout,
+                1,
+                true,
+            )?)
         } else {
             None
         };
@@ -382,7 +388,7 @@ impl Attention {
 
 #[derive(Debug, Clone)]
 enum Block {
-    Conv(Conv2d),
+    Conv(ConvLayer),
     Res(Box<ResBlock>),
 }
 
@@ -396,7 +402,7 @@ pub struct DiffusionUNet {
     middle: (ResBlock, Option<Attention>, ResBlock),
     output_blocks: Vec<(ResBlock, Option<ResBlock>)>,
     out_norm: GroupNorm,
-    out_conv: Conv2d,
+    out_conv: ConvLayer,
     multiple: usize,
 }
 

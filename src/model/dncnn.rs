@@ -5,7 +5,7 @@
 use candle::{Module, ModuleT, Tensor};
 use candle_nn::{BatchNorm, VarBuilder};
 
-use super::Conv2d;
+use super::ConvLayer;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,13 +35,13 @@ impl DnCnnConfig {
 
 #[derive(Debug, Clone)]
 pub struct DnCnn {
-    first: Conv2d,
-    mid: Vec<(Conv2d, BatchNorm)>,
-    last: Conv2d,
+    first: ConvLayer,
+    mid: Vec<(ConvLayer, BatchNorm)>,
+    last: ConvLayer,
 }
 
-fn conv(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<Conv2d> {
-    Conv2d::new(vb, cin, cout, 3, false)
+fn conv(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<ConvLayer> {
+    ConvLayer::new(vb, cin, cout, 3, false)
 }
 
 impl DnCnn {

@@ -4,6 +4,7 @@ pub mod conv;
 pub mod diffusion;
 mod dncnn;
 pub mod norm;
+pub mod spec;
 mod unet;
 pub mod upsample;
 
@@ -13,7 +14,7 @@ use rand::SeedableRng;
 use rand_distr::Distribution;
 use serde::{Deserialize, Serialize};
 
-pub use conv::Conv2d;
+pub use conv::ConvLayer;
 pub use diffusion::{DiffusionConfig, DiffusionUNet};
 pub use dncnn::{DnCnn, DnCnnConfig};
 pub use unet::{UNet, UNetConfig};
@@ -57,7 +58,7 @@ impl ArchConfig {
                     || !(2..=6).contains(&c.depth)
                     || !(0.0..1.0).contains(&c.slope)
                 {
-                    return Err(Error::config(
+                    return Err(Error::invalid(
                         "restorer",
                         format!(
                             "unet needs width in 1..=512, depth in 2..=6 and slope in [0, 1), \
@@ -69,7 +70,7 @@ impl ArchConfig {
             }
             Self::DnCnn(c) => {
                 if !(2..=200).contains(&c.layers) || !(1..=1024).contains(&c.features) {
-                    return Err(Error::config(
+                    return Err(Error::invalid(
                         "restorer",
                         format!(
                             "dncnn needs layers in 2..=200 and features in 1..=1024, got {} / {}",
@@ -246,8 +247,8 @@ pub(crate) fn max_rel(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// A 3×3 convolution with bias and padding 1 (the fast CPU kernel, see [`conv`]).
-pub(crate) fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<Conv2d> {
-    Conv2d::new(vb, cin, cout, 3, true)
+pub(crate) fn conv3x3(cin: usize, cout: usize, vb: VarBuilder) -> candle::Result<ConvLayer> {
+    ConvLayer::new(vb, cin, cout, 3, true)
 }
 
 #[cfg(test)]

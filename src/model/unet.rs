@@ -10,7 +10,7 @@ use candle::{Module, Tensor};
 use candle_nn::VarBuilder;
 use serde::{Deserialize, Serialize};
 
-use super::{conv3x3, upsample::upsample_bilinear2x, Conv2d};
+use super::{conv3x3, upsample::upsample_bilinear2x, ConvLayer};
 
 /// U-Net hyper-parameters. Default = Unet-S (official `RestorationNet()`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -65,8 +65,8 @@ impl UNetConfig {
 /// Conv3×3 → LeakyReLU → Conv3×3 → LeakyReLU (`UNetConvBlock`).
 #[derive(Debug, Clone)]
 struct ConvBlock {
-    conv1: Conv2d,
-    conv2: Conv2d,
+    conv1: ConvLayer,
+    conv2: ConvLayer,
     slope: f64,
 }
 
@@ -92,7 +92,7 @@ impl Module for ConvBlock {
 /// Bilinear ×2 + Conv3×3, concat with the skip, ConvBlock (`UNetUpBlock`).
 #[derive(Debug, Clone)]
 struct UpBlock {
-    up_conv: Conv2d,
+    up_conv: ConvLayer,
     block: ConvBlock,
 }
 
@@ -116,7 +116,7 @@ impl UpBlock {
 pub struct UNet {
     down: Vec<ConvBlock>,
     up: Vec<UpBlock>,
-    last: Conv2d,
+    last: ConvLayer,
     depth: usize,
 }
 

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 use candle::Device;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
+use super::config::BatchConfig;
+use super::Telemetry;
 use crate::config::DataRange;
 use crate::data::Image;
-use crate::grpc::config::BatchConfig;
-use crate::grpc::prometheus::Prom;
 use crate::infer::{self, Tiling};
 use crate::model::Restorer;
 use crate::{Error, Result};
@@ -54,7 +54,7 @@ impl Batcher {
         range: DataRange,
         device: Device,
         opts: BatchConfig,
-        prom: Arc<Prom>,
+        prom: Arc<dyn Telemetry>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel(opts.max_queue.max(1));
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -69,7 +69,7 @@ impl Batcher {
         std::thread::Builder::new()
             .name(format!("model-{name}"))
             .spawn(move || worker.run(rx))
-            .map_err(|e| Error::Unavailable(format!("cannot start a model thread: {e}")))?;
+            .map_err(|e| Error::unavailable(format!("cannot start a model thread: {e}")))?;
         Ok(Self { tx, queued })
     }
 
@@ -84,9 +84,7 @@ impl Batcher {
             Err(TrySendError::Full(_)) => Err(Error::Overloaded(
                 "the model's queue is full; retry later".into(),
             )),
-            Err(TrySendError::Disconnected(_)) => {
-                Err(Error::Unavailable("the model was unloaded".into()))
-            }
+            Err(TrySendError::Disconnected(_)) => Err(Error::unavailable("the model was unloaded")),
         }
     }
 
@@ -101,7 +99,7 @@ struct Worker {
     range: DataRange,
     device: Device,
     opts: BatchConfig,
-    prom: Arc<Prom>,
+    prom: Arc<dyn Telemetry>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -178,7 +176,7 @@ impl Worker {
             if p.deadline.is_some_and(|d| d <= now) {
                 self.prom.expired();
                 let waited = p.enqueued.elapsed();
-                let _ = p.reply.send(Err(Error::DeadlineExceeded(format!(
+                let _ = p.reply.send(Err(Error::Deadline(format!(
                     "the deadline passed after {} ms in the queue",
                     waited.as_millis()
                 ))));
@@ -233,11 +231,7 @@ impl Worker {
                 infer::restore_batch(&self.net, self.range, &images, &self.device)
             }
         }))
-        .unwrap_or_else(|_| {
-            Err(Error::Unavailable(
-                "the model panicked on this batch".into(),
-            ))
-        });
+        .unwrap_or_else(|_| Err(Error::unavailable("the model panicked on this batch")));
         let inference = started.elapsed();
         let n = batch.len();
         let (h, w) = self.padded(&batch[0].image);
@@ -262,7 +256,7 @@ impl Worker {
                 for p in batch {
                     let _ = p
                         .reply
-                        .send(Err(Error::Unavailable(format!("inference failed: {msg}"))));
+                        .send(Err(Error::unavailable(format!("inference failed: {msg}"))));
                 }
             }
         }

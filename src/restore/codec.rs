@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use image::{ImageFormat, ImageReader, RgbImage};
 
+use super::config::LimitsConfig;
 use crate::data::Image;
-use crate::grpc::config::LimitsConfig;
 use crate::infer::Tiling;
 use crate::{Error, Result};
 
@@ -78,12 +78,12 @@ impl LimitsConfig {
         let l = self;
         let pixels = width.saturating_mul(height);
         if width == 0 || height == 0 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "image {k}: zero size ({width}×{height})"
             )));
         }
         if pixels > l.max_input_pixels as u64 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "image {k}: {width}×{height} = {pixels} pixels exceeds max_input_pixels = {}",
                 l.max_input_pixels
             )));
@@ -97,7 +97,7 @@ impl LimitsConfig {
             l.tile_size
         };
         if tile == 0 {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "image {k}: {width}×{height} = {pixels} pixels exceeds max_image_pixels = {} and \
                  tiling is off (set tile_size in the request)",
                 l.max_image_pixels
@@ -111,7 +111,7 @@ impl LimitsConfig {
             t.overlap = l.tile_overlap;
         }
         t.validate()
-            .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
+            .map_err(|e| Error::invalid_input(format!("image {k}: {e}")))?;
         Ok(Some(t))
     }
 
@@ -131,11 +131,11 @@ impl LimitsConfig {
             Input::Encoded(data) => {
                 let reader = ImageReader::new(Cursor::new(data))
                     .with_guessed_format()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
+                    .map_err(|e| Error::invalid_input(format!("image {k}: {e}")))?;
                 match reader.format() {
                     Some(ImageFormat::Png | ImageFormat::Jpeg | ImageFormat::WebP) => {}
                     other => {
-                        return Err(Error::InvalidArgument(format!(
+                        return Err(Error::invalid_input(format!(
                             "image {k}: not a PNG, JPEG or WebP image ({} bytes{})",
                             data.len(),
                             other
@@ -146,24 +146,24 @@ impl LimitsConfig {
                 }
                 let (w, h) = reader
                     .into_dimensions()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
+                    .map_err(|e| Error::invalid_input(format!("image {k}: {e}")))?;
                 let tiling = self.admit_size(k, w as u64, h as u64, req, multiple)?;
                 let mut reader = ImageReader::new(Cursor::new(data))
                     .with_guessed_format()
-                    .map_err(|e| Error::InvalidArgument(format!("image {k}: {e}")))?;
+                    .map_err(|e| Error::invalid_input(format!("image {k}: {e}")))?;
                 let mut limits = image::Limits::default();
                 limits.max_image_width = Some(w);
                 limits.max_image_height = Some(h);
                 reader.limits(limits);
-                let img = reader.decode().map_err(|e| {
-                    Error::InvalidArgument(format!("image {k}: cannot decode: {e}"))
-                })?;
+                let img = reader
+                    .decode()
+                    .map_err(|e| Error::invalid_input(format!("image {k}: cannot decode: {e}")))?;
                 (Image::from_rgb8(&img.to_rgb8()), tiling)
             }
             Input::Raw(r) => {
                 let channels = if r.channels == 0 { 3 } else { r.channels };
                 if channels != 3 {
-                    return Err(Error::InvalidArgument(format!(
+                    return Err(Error::invalid_input(format!(
                         "image {k}: raw images must have 3 channels (RGB), got {channels}"
                     )));
                 }
@@ -172,7 +172,7 @@ impl LimitsConfig {
                 let data = match r.pixel {
                     Some(PixelType::U8) => {
                         if r.data.len() != n {
-                            return Err(Error::InvalidArgument(format!(
+                            return Err(Error::invalid_input(format!(
                                 "image {k}: raw u8 {}×{}×3 needs {n} bytes, got {}",
                                 r.width,
                                 r.height,
@@ -183,7 +183,7 @@ impl LimitsConfig {
                     }
                     Some(PixelType::F32) => {
                         if r.data.len() != n * 4 {
-                            return Err(Error::InvalidArgument(format!(
+                            return Err(Error::invalid_input(format!(
                                 "image {k}: raw f32 {}×{}×3 needs {} bytes, got {}",
                                 r.width,
                                 r.height,
@@ -197,7 +197,7 @@ impl LimitsConfig {
                             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                             .collect();
                         if let Some(bad) = v.iter().position(|x| !x.is_finite()) {
-                            return Err(Error::InvalidArgument(format!(
+                            return Err(Error::invalid_input(format!(
                                 "image {k}: raw f32 value {} at index {bad} is not finite",
                                 v[bad]
                             )));
@@ -205,7 +205,7 @@ impl LimitsConfig {
                         v
                     }
                     None => {
-                        return Err(Error::InvalidArgument(format!(
+                        return Err(Error::invalid_input(format!(
                             "image {k}: raw pixel_type must be PIXEL_TYPE_U8 or PIXEL_TYPE_F32"
                         )))
                     }
@@ -232,7 +232,7 @@ impl LimitsConfig {
 pub fn encode(img: &Image, format: OutputFormat, jpeg_quality: u8) -> Result<Vec<u8>> {
     let rgb: RgbImage = img.to_rgb8();
     let mut out = Vec::new();
-    let err = |e: image::ImageError| Error::InvalidArgument(format!("encoding the result: {e}"));
+    let err = |e: image::ImageError| Error::invalid_input(format!("encoding the result: {e}"));
     match format {
         OutputFormat::Png => {
             rgb.write_to(&mut Cursor::new(&mut out), ImageFormat::Png)

@@ -4,4 +4,17 @@
 
 pub mod batcher;
 pub mod codec;
+pub mod config;
 pub mod registry;
+
+use std::time::Duration;
+
+/// Where the batchers report what they count (in the server, its Prometheus registry).
+pub trait Telemetry: Send + Sync {
+    /// An image waited `waited` in its queue before its batch ran.
+    fn queued(&self, waited: Duration);
+    /// A forward pass of `images` images (`pixels` padded pixels) that took `took`.
+    fn batch(&self, images: usize, pixels: usize, took: Duration);
+    /// An image whose caller had gone was dropped from its queue.
+    fn expired(&self);
+}

@@ -12,10 +12,10 @@ use candle::Device;
 use tokio::sync::{oneshot, Semaphore};
 
 use super::batcher::{Batcher, Pending};
+use super::config::BatchConfig;
+use super::Telemetry;
 use crate::artifact::{self, Manifest};
 use crate::data::Image;
-use crate::grpc::config::BatchConfig;
-use crate::grpc::prometheus::Prom;
 use crate::{Error, Result};
 
 /// One loaded version of a model.
@@ -42,13 +42,18 @@ pub struct Registry {
     model_dir: PathBuf,
     device: Device,
     batch: BatchConfig,
-    prom: Arc<Prom>,
+    prom: Arc<dyn Telemetry>,
     /// Server-wide bound on queued images (each queued image holds one permit).
     pub permits: Arc<Semaphore>,
 }
 
 impl Registry {
-    pub fn new(model_dir: PathBuf, device: Device, batch: BatchConfig, prom: Arc<Prom>) -> Self {
+    pub fn new(
+        model_dir: PathBuf,
+        device: Device,
+        batch: BatchConfig,
+        prom: Arc<dyn Telemetry>,
+    ) -> Self {
         Self {
             models: RwLock::new(Models::default()),
             failed: Default::default(),
@@ -177,7 +182,7 @@ impl Registry {
     pub fn resolve(&self, path: &str) -> Result<PathBuf> {
         let p = Path::new(path);
         if path.is_empty() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "path `{path}`: give an artifact directory inside the model directory {} (no `..`)",
                 self.model_dir.display()
             )));
@@ -188,7 +193,7 @@ impl Registry {
             self.model_dir.join(p)
         };
         if !full.starts_with(&self.model_dir) {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "path `{path}` is outside the model directory {}",
                 self.model_dir.display()
             )));
@@ -282,7 +287,7 @@ impl Registry {
         let m = self.read();
         let key = if name.is_empty() {
             m.default.clone().ok_or_else(|| {
-                Error::Unavailable("no model is loaded (LoadModel or --model-dir)".into())
+                Error::unavailable("no model is loaded (LoadModel or --model-dir)")
             })?
         } else {
             name.to_string()
@@ -380,7 +385,7 @@ pub fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::InvalidArgument(format!(
+        Err(Error::invalid_input(format!(
             "model name `{name}`: use 1-128 letters, digits, `.`, `_` or `-`, not starting with `.`"
         )))
     }
@@ -408,6 +413,6 @@ fn warm_up(served: &Served, permits: &Arc<Semaphore>) -> Result<()> {
         permit,
     })?;
     rx.blocking_recv()
-        .map_err(|_| Error::Unavailable("the model thread stopped during warm-up".into()))??;
+        .map_err(|_| Error::unavailable("the model thread stopped during warm-up"))??;
     Ok(())
 }

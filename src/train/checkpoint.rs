@@ -9,6 +9,7 @@ use candle::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::config::JobSpec;
+use crate::fsio;
 use crate::{Error, Result};
 
 pub const MODEL_FILE: &str = "model.safetensors";
@@ -62,30 +63,22 @@ pub fn save(
     keep_last: usize,
 ) -> Result<Saved> {
     std::fs::create_dir_all(root).map_err(|e| Error::io(root, e))?;
-    let name = step_dir_name(meta.step);
-    let tmp = root.join(format!(".tmp-{name}"));
-    let dest = root.join(&name);
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, e))?;
+    let dest = root.join(step_dir_name(meta.step));
+    let tmp = fsio::temp_dir(&dest, "checkpoint")?;
     for (file, tensors) in [(MODEL_FILE, model), (EMA_FILE, ema), (OPTIM_FILE, optim)] {
         let path = tmp.join(file);
         candle::safetensors::save(tensors, &path)
-            .map_err(|e| Error::Checkpoint(format!("writing {}: {e}", path.display())))?;
-        sync(&path)?;
+            .map_err(|e| Error::checkpoint(format!("writing {}: {e}", path.display())))?;
+        fsio::sync(&path)?;
     }
     let json = serde_json::to_vec_pretty(meta).expect("Meta serialises. This is a bug.");
     let meta_path = tmp.join(META_FILE);
     std::fs::write(&meta_path, json).map_err(|e| Error::io(&meta_path, e))?;
-    sync(&meta_path)?;
-    sync(&tmp)?;
+    fsio::sync(&meta_path)?;
+    fsio::sync(&tmp)?;
     // Crash tests stop the process here: everything written, nothing renamed.
     fail::fail_point!("checkpoint-before-rename", |_| std::process::abort());
-    if dest.exists() {
-        std::fs::remove_dir_all(&dest).map_err(|e| Error::io(&dest, e))?;
-    }
-    std::fs::rename(&tmp, &dest).map_err(|e| Error::io(&dest, e))?;
+    fsio::publish_dir(&tmp, &dest)?;
     let mut pruned = Vec::new();
     if keep_last > 0 {
         let all = list(root)?;
@@ -121,9 +114,9 @@ pub fn take_like(
 ) -> Result<Tensor> {
     let t = saved
         .remove(key)
-        .ok_or_else(|| Error::Checkpoint(format!("{what} have no `{key}`")))?;
+        .ok_or_else(|| Error::checkpoint(format!("{what} have no `{key}`")))?;
     if t.dims() != like.dims() {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::checkpoint(format!(
             "{what}: `{key}` has shape {:?}, the model has {:?}",
             t.dims(),
             like.dims()
@@ -135,18 +128,11 @@ pub fn take_like(
 /// Fails if saved tensors are left over after every expected key was taken.
 pub fn no_leftovers(saved: &HashMap<String, Tensor>, what: &str) -> Result<()> {
     match saved.keys().min() {
-        Some(extra) => Err(Error::Checkpoint(format!(
+        Some(extra) => Err(Error::checkpoint(format!(
             "{what} have `{extra}`, which this model does not"
         ))),
         None => Ok(()),
     }
-}
-
-/// Flushes a file or directory to disk, so a rename never publishes unwritten data.
-pub(crate) fn sync(path: &Path) -> Result<()> {
-    std::fs::File::open(path)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| Error::io(path, e))
 }
 
 /// Complete checkpoints under `root`, oldest first, as (step, dir).
@@ -180,7 +166,7 @@ pub fn latest(root: &Path) -> Result<Option<PathBuf>> {
 pub fn read_meta(dir: &Path) -> Result<Meta> {
     let path = dir.join(META_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|e| Error::checkpoint(format!("{}: {e}", path.display())))
 }
 
 /// Loads a checkpoint directory onto `dev`.
@@ -189,10 +175,10 @@ pub fn load(dir: &Path, dev: &Device) -> Result<Loaded> {
     let read = |file: &str| -> Result<HashMap<String, Tensor>> {
         let path = dir.join(file);
         if !path.is_file() {
-            return Err(Error::Checkpoint(format!("{} is missing", path.display())));
+            return Err(Error::checkpoint(format!("{} is missing", path.display())));
         }
         candle::safetensors::load(&path, dev)
-            .map_err(|e| Error::Checkpoint(format!("{}: {e}", path.display())))
+            .map_err(|e| Error::checkpoint(format!("{}: {e}", path.display())))
     };
     Ok(Loaded {
         model: read(MODEL_FILE)?,

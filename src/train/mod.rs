@@ -6,16 +6,15 @@ pub mod checkpoint;
 pub mod ema;
 pub mod optim;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::Write;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use candle::{DType, Device, Tensor, Var};
 use candle_nn::{VarBuilder, VarMap};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::artifact;
 use crate::config::{DataRange, JobSpec, RestorerInit, Weights};
@@ -23,8 +22,9 @@ use crate::data::{Batch, Loader, PairedFolder, TrainData};
 use crate::infer::{self, Tiling};
 use crate::method::Nets;
 use crate::method::Objective;
-use crate::metrics::{self, Channel};
 use crate::model::{self, ArchConfig, DiffusionConfig, DiffusionUNet, Restorer};
+use crate::quality::{self, Channel};
+use crate::runlog::{MetricLog, MetricPoint, Split};
 use crate::{Error, Result};
 
 pub use ema::Ema;
@@ -68,19 +68,6 @@ pub struct TrainSummary {
     pub artifact: Option<PathBuf>,
     /// Set when [`Control::stop`] ended the run before `steps` (after a checkpoint).
     pub stopped: Option<StopReason>,
-}
-
-/// One line of `metrics.jsonl`: the job's append-only metric log. `seq` numbers the points
-/// 1, 2, 3, … without gaps; `wall` is Unix time in seconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MetricPoint {
-    #[serde(default)]
-    pub seq: u64,
-    pub step: u64,
-    pub wall: f64,
-    pub series: String,
-    pub split: String,
-    pub value: f64,
 }
 
 /// Why a run was asked to stop early (stored in [`Control::stop`]).
@@ -177,7 +164,7 @@ impl TrainSummary {
     /// The exported model directory; an error when the run was stopped before the end.
     pub fn model_dir(&self) -> Result<&Path> {
         self.artifact.as_deref().ok_or_else(|| {
-            Error::Checkpoint(format!(
+            Error::checkpoint(format!(
                 "the run stopped ({:?}) before step {} and exported no model",
                 self.stopped, self.steps
             ))
@@ -237,7 +224,7 @@ impl Model {
             zeroed += 1;
         }
         if zeroed == 0 {
-            return Err(Error::config(
+            return Err(Error::invalid(
                 "restorer.init",
                 format!("this architecture has no head variables under `{head}`"),
             ));
@@ -306,141 +293,7 @@ impl Model {
     }
 }
 
-/// Milliseconds since the Unix epoch (the clock of metric walls, job records and leases).
-pub fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Appends metric points to `metrics.jsonl`, numbering them.
-struct MetricLog {
-    file: std::fs::File,
-    path: PathBuf,
-    seq: u64,
-    /// Newest step already in the log and the (series, split) pairs logged at it: a resumed
-    /// run recomputes the steps after its checkpoint exactly and does not log them twice.
-    logged: Option<(u64, HashSet<(String, String)>)>,
-}
-
-/// Reads a metric log; a torn last line (a crash mid-write) is dropped. Lines written before
-/// points were numbered get their line number as `seq`.
-pub fn read_metric_log(path: &Path) -> Result<Vec<MetricPoint>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let mut points = Vec::new();
-    for (i, line) in text.split_inclusive('\n').enumerate() {
-        if !line.ends_with('\n') {
-            break;
-        }
-        let mut p: MetricPoint = serde_json::from_str(line)
-            .map_err(|e| Error::Data(format!("{} line {}: {e}", path.display(), i + 1)))?;
-        if p.seq == 0 {
-            p.seq = i as u64 + 1;
-        }
-        points.push(p);
-    }
-    Ok(points)
-}
-
-/// Cuts a torn last line (left by a crash mid-write) off a metric log.
-pub fn repair_metric_log(path: &Path) -> Result<()> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(Error::io(path, e)),
-    };
-    let cut = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    if cut < bytes.len() {
-        let f = std::fs::OpenOptions::new()
-            .write(true)
-            .open(path)
-            .map_err(|e| Error::io(path, e))?;
-        f.set_len(cut as u64).map_err(|e| Error::io(path, e))?;
-    }
-    Ok(())
-}
-
-impl MetricLog {
-    /// Opens the log for appending. A fresh run starts an empty log; a resumed run keeps every
-    /// point already logged (the log is append-only: what a client saw stays true).
-    fn open(path: PathBuf, resume: bool) -> Result<Self> {
-        if !resume && path.exists() {
-            // A fresh run (no checkpoint yet): points of an earlier attempt do not belong to it.
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-        repair_metric_log(&path)?;
-        let points = read_metric_log(&path)?;
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::io(&path, e))?;
-        let logged = points.last().map(|last| {
-            let at_last = points
-                .iter()
-                .filter(|p| p.step == last.step)
-                .map(|p| (p.series.clone(), p.split.clone()))
-                .collect();
-            (last.step, at_last)
-        });
-        Ok(Self {
-            file,
-            path,
-            seq: points.last().map_or(0, |p| p.seq),
-            logged,
-        })
-    }
-
-    /// Appends one point; `None` when a run before a resume already logged it.
-    fn push(
-        &mut self,
-        step: u64,
-        series: &str,
-        split: &str,
-        value: f64,
-    ) -> Result<Option<MetricPoint>> {
-        if let Some((last, at_last)) = &self.logged {
-            let key = (series.to_string(), split.to_string());
-            if step < *last || (step == *last && at_last.contains(&key)) {
-                return Ok(None);
-            }
-        }
-        self.seq += 1;
-        let p = MetricPoint {
-            seq: self.seq,
-            step,
-            wall: unix_now_f64(),
-            series: series.to_string(),
-            split: split.to_string(),
-            value,
-        };
-        let mut line = serde_json::to_vec(&p).expect("metric point serialises. This is a bug.");
-        line.push(b'\n');
-        self.file
-            .write_all(&line)
-            .map_err(|e| Error::io(&self.path, e))?;
-        Ok(Some(p))
-    }
-}
-
-fn unix_now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
+pub use crate::clock::unix_ms;
 
 /// Means over validation pairs of the restorer's RGB PSNR and SSIM, its de-biased PSNR
 /// (`psnr_debiased`: each image's mean per-channel error removed) and `cast`: the mean
@@ -458,12 +311,12 @@ pub fn validate(
         let lq = crate::data::Image::from_rgb8(&pair.lq);
         let gt = crate::data::Image::from_rgb8(&pair.gt);
         let out = infer::restore_image(net, range, &lq, device, tiling)?;
-        let e = |e: metrics::MetricError| Error::Data(format!("{}: {e}", pair.name));
-        psnr += metrics::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
-        ssim += metrics::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
-        debiased += metrics::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?;
-        let bo = metrics::mean_error(out.as_metric(), gt.as_metric()).map_err(e)?;
-        let bi = metrics::mean_error(lq.as_metric(), gt.as_metric()).map_err(e)?;
+        let e = |e: quality::QualityError| Error::data(format!("{}: {e}", pair.name));
+        psnr += quality::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
+        ssim += quality::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
+        debiased += quality::psnr_debiased(out.as_metric(), gt.as_metric()).map_err(e)?;
+        let bo = quality::mean_error(out.as_metric(), gt.as_metric()).map_err(e)?;
+        let bi = quality::mean_error(lq.as_metric(), gt.as_metric()).map_err(e)?;
         cast += bo.iter().zip(&bi).map(|(o, i)| (o - i).abs()).sum::<f64>() / 3.0;
     }
     let n = val.pairs.len() as f64;
@@ -542,7 +395,7 @@ impl Saver<'_> {
             step,
             spec: self.spec.clone(),
             metrics: metrics.clone(),
-            saved_unix: unix_now(),
+            saved_unix: crate::clock::unix_secs(),
         };
         let saved = checkpoint::save(
             self.root,
@@ -592,28 +445,28 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     let mut resumed_metrics = BTreeMap::new();
     if opts.resume {
         let dir = checkpoint::latest(&ckpt_root)?.ok_or_else(|| {
-            Error::Checkpoint(format!(
+            Error::checkpoint(format!(
                 "--resume given but {} holds no checkpoint",
                 ckpt_root.display()
             ))
         })?;
         let loaded = checkpoint::load(&dir, &device)?;
         if let Some(key) = resume_mismatch(&loaded.meta.spec, spec) {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::checkpoint(format!(
                 "{} was trained with a different `{key}`; resuming needs the same spec (only \
                  steps, checkpoint, validation and export may change)",
                 dir.display()
             )));
         }
         if loaded.meta.step > spec.steps {
-            return Err(Error::Checkpoint(format!(
+            return Err(Error::checkpoint(format!(
                 "{} is at step {}, past the spec's steps = {}",
                 dir.display(),
                 loaded.meta.step,
                 spec.steps
             )));
         }
-        let in_ckpt = |e: Error| Error::Checkpoint(format!("{}: {e}", dir.display()));
+        let in_ckpt = |e: Error| Error::checkpoint(format!("{}: {e}", dir.display()));
         model.load_tensors(loaded.model).map_err(in_ckpt)?;
         opt.load_state(loaded.optim, loaded.meta.step)
             .map_err(in_ckpt)?;
@@ -622,7 +475,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         start_step = loaded.meta.step;
         tracing::info!(checkpoint = %dir.display(), step = start_step, "resuming");
     } else if checkpoint::latest(&ckpt_root)?.is_some() {
-        return Err(Error::Checkpoint(format!(
+        return Err(Error::checkpoint(format!(
             "{} already holds checkpoints; pass --resume to continue or choose another --out",
             ckpt_root.display()
         )));
@@ -636,7 +489,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         .data
         .val
         .as_ref()
-        .map(|v| PairedFolder::load_spec(v, crate::metrics::SSIM_WINDOW))
+        .map(|v| PairedFolder::load_spec(v, crate::quality::SSIM_WINDOW))
         .transpose()?;
     let tiling = (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile));
     let mut loader = Loader::spawn(
@@ -646,7 +499,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         spec.data.batch,
         spec.data.prefetch,
     );
-    let objective = Objective::from_spec(spec)?;
+    let objective = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion)?;
     let mut log = MetricLog::open(out.join("metrics.jsonl"), opts.resume)?;
     let control = opts.control.as_ref();
     if let Some(c) = control {
@@ -715,7 +568,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         ema.update(opt.params(), step)?;
         final_loss = outp.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         if !final_loss.is_finite() {
-            return Err(Error::InvalidArgument(format!(
+            return Err(Error::invalid_input(format!(
                 "loss became {final_loss} at step {step}; lower optimizer.lr"
             )));
         }
@@ -731,7 +584,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         let mut points = Vec::new();
         for (name, v) in &outp.scalars {
             let v = v.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            points.extend(log.push(step, name, "train", v)?);
+            points.extend(log.push(step, name, Split::Train, v)?);
         }
         let seconds = t0.elapsed();
         step_time += seconds;
@@ -750,7 +603,7 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                     break;
                 }
                 for (k, v) in &m {
-                    points.extend(log.push(step, k, "val", *v)?);
+                    points.extend(log.push(step, k, Split::Val, *v)?);
                     latest_metrics.insert(format!("val/{k}"), *v);
                 }
                 bar.println(format!(
@@ -816,8 +669,8 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
 
     // 5. Curves of the whole run; a drawing failure is logged and never fails a finished run.
     let curves = out.join("curves.png");
-    if let Err(e) = crate::plot::Run::load(&spec.name, out)
-        .and_then(|run| crate::plot::training_curves(&[run], None, &curves))
+    if let Err(e) = crate::runlog::curves::Run::load(&spec.name, out)
+        .and_then(|run| crate::runlog::curves::training_curves(&[run], None, &curves))
     {
         tracing::warn!("could not draw {}: {e}", curves.display());
     }

@@ -1,6 +1,7 @@
 //! Shared helpers of the integration tests: synthetic photos in temp dirs and tiny job specs.
 #![allow(dead_code)]
 
+pub mod inproc;
 pub mod server;
 pub mod store;
 

@@ -87,7 +87,7 @@ pub enum TakenOver {
     Failed,
 }
 
-pub use crate::train::unix_ms as now_ms;
+pub use crate::clock::unix_ms as now_ms;
 
 fn metrics_json(m: &BTreeMap<String, f64>) -> String {
     serde_json::to_string(m).expect("a metric map serialises. This is a bug.")

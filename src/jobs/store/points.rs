@@ -1,10 +1,10 @@
-//! The queries of a job's metric points (the training log, as `train::MetricPoint`): added
+//! The queries of a job's metric points (the training log, as `runlog::MetricPoint`): added
 //! once per seq, read in seq order. Named `points`, not `metrics`: in this crate "metrics" is
 //! also PSNR/SSIM and Prometheus. Blocking.
 
 use super::sql::{first, rows, Cols, Val};
 use super::Store;
-use crate::train::MetricPoint;
+use crate::runlog::MetricPoint;
 use crate::Result;
 
 fn point_row(r: &dyn Cols) -> Result<MetricPoint> {
@@ -13,7 +13,7 @@ fn point_row(r: &dyn Cols) -> Result<MetricPoint> {
         step: r.int(1)? as u64,
         wall: r.real(2)?,
         series: r.text(3)?,
-        split: r.text(4)?,
+        split: r.text(4)?.parse()?,
         value: r.real(5)?,
     })
 }
@@ -35,7 +35,7 @@ impl Store {
                         Val::Int(p.step as i64),
                         Val::Real(p.wall),
                         Val::Text(&p.series),
-                        Val::Text(&p.split),
+                        Val::Text(p.split.as_str()),
                         Val::Real(p.value),
                     ],
                 )?;

@@ -2,7 +2,7 @@
 
 use super::sql::rows;
 use super::*;
-use crate::train::MetricPoint;
+use crate::runlog::MetricPoint;
 use crate::Error;
 
 fn job(id: &str, request_id: &str) -> JobRecord {
@@ -210,7 +210,7 @@ fn request_ids_pages_states_leases_points_and_checkpoints() {
         step: seq,
         wall: 0.5,
         series: "loss".into(),
-        split: "train".into(),
+        split: crate::runlog::Split::Train,
         value,
     };
     store.add_points("c", &[p(2, 2.0), p(1, 1.0)]).unwrap();

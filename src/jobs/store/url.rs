@@ -27,11 +27,11 @@ impl StoreUrl {
         }
         if s.starts_with("postgres://") || s.starts_with("postgresql://") {
             s.parse::<postgres::Config>().map_err(|e| {
-                Error::config("--store", format!("not a valid PostgreSQL URL: {e}"))
+                Error::invalid("--store", format!("not a valid PostgreSQL URL: {e}"))
             })?;
             return Ok(StoreUrl::Postgres(s.to_string()));
         }
-        Err(Error::config(
+        Err(Error::invalid(
             "--store",
             format!("`{s}`: expected `sqlite`, `sqlite:PATH` or `postgres://user:pass@host/db`"),
         ))

@@ -7,11 +7,11 @@ use std::sync::Once;
 
 use plotters::prelude::*;
 
-use crate::train::{read_metric_log, MetricPoint};
+use super::{read_metric_log, MetricPoint, Split};
 use crate::{Error, Result};
 
 /// DejaVu Sans (Bitstream Vera license, data/fonts/DejaVu-LICENSE.txt).
-const FONT: &[u8] = include_bytes!("../data/fonts/DejaVuSans.ttf");
+const FONT: &[u8] = include_bytes!("../../data/fonts/DejaVuSans.ttf");
 const FAMILY: &str = "noiseda-sans";
 
 fn register_font() {
@@ -40,7 +40,7 @@ impl Run {
     }
 
     /// (step, value) of one series, in step order.
-    pub fn series(&self, split: &str, series: &str) -> Vec<(f64, f64)> {
+    pub fn series(&self, split: Split, series: &str) -> Vec<(f64, f64)> {
         let by_step: BTreeMap<u64, f64> = self
             .points
             .iter()
@@ -114,7 +114,7 @@ pub fn training_curves(
             .enumerate()
             .map(|(i, r)| Line {
                 label: r.label.clone(),
-                points: smooth(&r.series("train", "charbonnier"), 0.9),
+                points: smooth(&r.series(Split::Train, "charbonnier"), 0.9),
                 dashed: false,
                 color: i,
             })
@@ -128,7 +128,7 @@ pub fn training_curves(
             [("d_pos", false), ("d_neg", true)]
                 .into_iter()
                 .filter_map(move |(s, dashed)| {
-                    let pts = r.series("train", s);
+                    let pts = r.series(Split::Train, s);
                     (!pts.is_empty()).then(|| Line {
                         label: format!("{} {s}", r.label),
                         points: smooth(&pts, 0.9),
@@ -151,7 +151,7 @@ pub fn training_curves(
         .enumerate()
         .map(|(i, r)| Line {
             label: r.label.clone(),
-            points: r.series("val", "psnr"),
+            points: r.series(Split::Val, "psnr"),
             dashed: false,
             color: i,
         })
@@ -178,7 +178,7 @@ pub fn training_curves(
             legend: SeriesLabelPosition::LowerRight,
         });
     }
-    draw(&panels, out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
+    draw(&panels, out).map_err(|e| Error::data(format!("drawing {}: {e}", out.display())))?;
     Ok(out.to_path_buf())
 }
 
@@ -202,7 +202,7 @@ pub fn xy_curve(
         }],
         legend: SeriesLabelPosition::UpperLeft,
     };
-    draw(&[panel], out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
+    draw(&[panel], out).map_err(|e| Error::data(format!("drawing {}: {e}", out.display())))?;
     Ok(out.to_path_buf())
 }
 
@@ -219,14 +219,14 @@ pub fn validation_curves(
         .enumerate()
         .map(|(i, r)| Line {
             label: r.label.clone(),
-            points: r.series("val", "psnr"),
+            points: r.series(Split::Val, "psnr"),
             dashed: false,
             color: i % (COLORS.len() - 1),
         })
         .filter(|l| !l.points.is_empty())
         .collect();
     if lines.is_empty() {
-        return Err(Error::Data("no validation PSNR to draw".into()));
+        return Err(Error::data("no validation PSNR to draw"));
     }
     if let Some((label, v)) = reference_psnr {
         let last = lines
@@ -246,7 +246,7 @@ pub fn validation_curves(
         lines,
         legend: SeriesLabelPosition::LowerRight,
     };
-    draw(&[panel], out).map_err(|e| Error::Data(format!("drawing {}: {e}", out.display())))?;
+    draw(&[panel], out).map_err(|e| Error::data(format!("drawing {}: {e}", out.display())))?;
     Ok(out.to_path_buf())
 }
 
@@ -330,7 +330,7 @@ pub fn crop_strip(
     out: &Path,
 ) -> Result<PathBuf> {
     register_font();
-    let bad = |m: String| Error::Data(format!("crop strip {}: {m}", out.display()));
+    let bad = |m: String| Error::data(format!("crop strip {}: {m}", out.display()));
     if tiles.is_empty() || side == 0 || zoom == 0 {
         return Err(bad("nothing to draw".into()));
     }
@@ -415,7 +415,7 @@ mod tests {
         lines += "{\"step\": 21, \"torn";
         std::fs::write(t.path().join("metrics.jsonl"), lines).unwrap();
         let run = Run::load("noise-da", t.path()).unwrap();
-        assert_eq!(run.series("val", "psnr").len(), 4);
+        assert_eq!(run.series(Split::Val, "psnr").len(), 4);
         let out = t.path().join("curves.png");
         training_curves(&[run], Some(("input", 21.0)), &out).unwrap();
         let img = image::open(&out).unwrap().to_rgb8();

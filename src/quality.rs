@@ -1,4 +1,4 @@
-//! Full-reference image-quality metrics: PSNR and SSIM between two RGB images.
+//! Full-reference image quality: PSNR and SSIM between two RGB images.
 //!
 //! This module owns the numeric definition of every PSNR / SSIM number the crate
 //! reports. It is pure Rust (std + serde), independent of candle, and is pinned to
@@ -56,7 +56,7 @@ pub enum Channel {
 
 /// Why a metric could not be computed.
 #[derive(Debug, thiserror::Error)]
-pub enum MetricError {
+pub enum QualityError {
     /// The two images do not have the same dimensions.
     #[error("image size mismatch: {a_width}x{a_height} vs {b_width}x{b_height}")]
     SizeMismatch {
@@ -99,7 +99,7 @@ const C2: f64 = (0.03 * 1.0) * (0.03 * 1.0);
 /// Peak signal-to-noise ratio in dB (peak 1.0) between `a` and `b`.
 ///
 /// Returns `f64::INFINITY` for identical (after clamping) images.
-pub fn psnr(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, MetricError> {
+pub fn psnr(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, QualityError> {
     check_psnr_pair(&a, &b)?;
     let pixels = a.data.chunks_exact(3).zip(b.data.chunks_exact(3));
     let (sse, count) = match channel {
@@ -135,10 +135,10 @@ pub fn psnr(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, Metri
 }
 
 /// The pair checks of both PSNRs: same size, not empty.
-fn check_psnr_pair(a: &RgbF32<'_>, b: &RgbF32<'_>) -> Result<(), MetricError> {
+fn check_psnr_pair(a: &RgbF32<'_>, b: &RgbF32<'_>) -> Result<(), QualityError> {
     check_pair(a, b)?;
     if a.width == 0 || a.height == 0 {
-        return Err(MetricError::TooSmall {
+        return Err(QualityError::TooSmall {
             metric: "PSNR",
             width: a.width,
             height: a.height,
@@ -150,7 +150,7 @@ fn check_psnr_pair(a: &RgbF32<'_>, b: &RgbF32<'_>) -> Result<(), MetricError> {
 
 /// Mean error `a − b` per RGB channel (both clamped to [0, 1]), in 0–255 units: the global
 /// colour and brightness cast of `a` against `b`.
-pub fn mean_error(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<[f64; 3], MetricError> {
+pub fn mean_error(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<[f64; 3], QualityError> {
     check_psnr_pair(&a, &b)?;
     let n = (a.width * a.height) as f64;
     let mut bias = [0f64; 3];
@@ -164,7 +164,7 @@ pub fn mean_error(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<[f64; 3], MetricError>
 
 /// PSNR (RGB, peak 1) after removing `a`'s mean per-channel error against `b`: a global colour
 /// or brightness cast does not count, so the gap to [`psnr`] measures it.
-pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
+pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, QualityError> {
     let bias = mean_error(a, b)?.map(|v| v / 255.0);
     let mut sse = 0f64;
     for (pa, pb) in a.data.chunks_exact(3).zip(b.data.chunks_exact(3)) {
@@ -182,10 +182,10 @@ pub fn psnr_debiased(a: RgbF32<'_>, b: RgbF32<'_>) -> Result<f64, MetricError> {
 
 /// Mean structural similarity between `a` and `b` (see the module docs for the
 /// exact definition). Both images must be at least 11×11.
-pub fn ssim(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, MetricError> {
+pub fn ssim(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, QualityError> {
     check_pair(&a, &b)?;
     if a.width < WIN || a.height < WIN {
-        return Err(MetricError::TooSmall {
+        return Err(QualityError::TooSmall {
             metric: "SSIM",
             width: a.width,
             height: a.height,
@@ -203,14 +203,14 @@ pub fn ssim(a: RgbF32<'_>, b: RgbF32<'_>, channel: Channel) -> Result<f64, Metri
     Ok(total / pa.len() as f64)
 }
 
-fn check_image(img: &RgbF32<'_>) -> Result<(), MetricError> {
+fn check_image(img: &RgbF32<'_>) -> Result<(), QualityError> {
     let expected = img
         .width
         .checked_mul(img.height)
         .and_then(|n| n.checked_mul(3))
         .unwrap_or(usize::MAX);
     if img.data.len() != expected {
-        return Err(MetricError::BufferLength {
+        return Err(QualityError::BufferLength {
             width: img.width,
             height: img.height,
             expected,
@@ -220,11 +220,11 @@ fn check_image(img: &RgbF32<'_>) -> Result<(), MetricError> {
     Ok(())
 }
 
-fn check_pair(a: &RgbF32<'_>, b: &RgbF32<'_>) -> Result<(), MetricError> {
+fn check_pair(a: &RgbF32<'_>, b: &RgbF32<'_>) -> Result<(), QualityError> {
     check_image(a)?;
     check_image(b)?;
     if a.width != b.width || a.height != b.height {
-        return Err(MetricError::SizeMismatch {
+        return Err(QualityError::SizeMismatch {
             a_width: a.width,
             a_height: a.height,
             b_width: b.width,
@@ -444,7 +444,7 @@ mod tests {
         let e = psnr(img(12, 11, &a), img(11, 12, &b), Channel::Rgb).unwrap_err();
         assert!(matches!(
             e,
-            MetricError::SizeMismatch {
+            QualityError::SizeMismatch {
                 a_width: 12,
                 a_height: 11,
                 b_width: 11,
@@ -453,7 +453,7 @@ mod tests {
         ));
         assert!(e.to_string().contains("12x11") && e.to_string().contains("11x12"));
         let e = ssim(img(12, 11, &a), img(11, 12, &b), Channel::Y).unwrap_err();
-        assert!(matches!(e, MetricError::SizeMismatch { .. }));
+        assert!(matches!(e, QualityError::SizeMismatch { .. }));
     }
 
     #[test]
@@ -462,7 +462,7 @@ mod tests {
         let e = ssim(img(10, 20, &a), img(10, 20, &a), Channel::Rgb).unwrap_err();
         assert!(matches!(
             e,
-            MetricError::TooSmall {
+            QualityError::TooSmall {
                 width: 10,
                 height: 20,
                 min: 11,
@@ -473,7 +473,7 @@ mod tests {
         // PSNR has no window; the same images are fine.
         assert!(psnr(img(10, 20, &a), img(10, 20, &a), Channel::Rgb).is_ok());
         let e = psnr(img(0, 0, &[]), img(0, 0, &[]), Channel::Rgb).unwrap_err();
-        assert!(matches!(e, MetricError::TooSmall { .. }));
+        assert!(matches!(e, QualityError::TooSmall { .. }));
     }
 
     #[test]
@@ -482,7 +482,7 @@ mod tests {
         let e = psnr(img(12, 13, &a), img(12, 13, &a), Channel::Rgb).unwrap_err();
         assert!(matches!(
             e,
-            MetricError::BufferLength {
+            QualityError::BufferLength {
                 expected: 468,
                 len: 432,
                 ..

@@ -9,10 +9,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Weak;
 use std::time::Duration;
 
-use super::manager::{checkpoint_id, Manager};
-use super::store::{now_ms, TakenOver};
-use super::JobState;
-use crate::train::{self, StopReason};
+use super::{checkpoint_id, Manager};
+use crate::jobs::store::{now_ms, TakenOver};
+use crate::jobs::JobState;
+use crate::train::StopReason;
 use crate::Result;
 
 impl Manager {
@@ -38,7 +38,7 @@ impl Manager {
                 continue;
             }
             let ckpts = self.reindex(&job.id)?;
-            train::repair_metric_log(&self.metric_log(&job.id))?;
+            crate::runlog::repair_metric_log(&self.metric_log(&job.id))?;
             self.backfill_points(&job.id)?;
             let note = match ckpts.last() {
                 Some(last) => format!(

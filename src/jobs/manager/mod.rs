@@ -13,16 +13,17 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use super::store::{now_ms, CheckpointRecord, JobRecord, ProgressUpdate, Store};
-use super::{JobState, SpecDocument};
 use crate::artifact::{self, Manifest};
 use crate::config::{JobSpec, Weights};
-use crate::grpc::config::{JobsConfig, ServerConfig, StorageConfig};
-use crate::grpc::prometheus::Prom;
-use crate::train::{
-    self, checkpoint, Control, Event, MetricPoint, StopReason, TrainOptions, TrainSummary,
-};
+use crate::jobs::config::{JobsConfig, StorageConfig};
+use crate::jobs::store::{now_ms, CheckpointRecord, JobRecord, ProgressUpdate, Store};
+use crate::jobs::Telemetry;
+use crate::jobs::{JobState, SpecDocument};
+use crate::runlog::MetricPoint;
+use crate::train::{self, checkpoint, Control, Event, StopReason, TrainOptions, TrainSummary};
 use crate::{Error, Result};
+
+mod lease;
 
 /// Events a running job may queue before its thread waits for the recorder.
 const EVENT_CAPACITY: usize = 256;
@@ -72,7 +73,7 @@ impl Pick {
                 .parse()
                 .map(Pick::Step)
                 .map_err(|_| {
-                    Error::InvalidArgument(format!(
+                    Error::invalid_input(format!(
                         "checkpoint `{s}`: expected latest, best, a checkpoint id (step-00000100) or a step"
                     ))
                 }),
@@ -102,7 +103,7 @@ pub struct Manager {
     /// Canonical directories job data paths must lie in (empty: anywhere).
     data_roots: Vec<PathBuf>,
     pub(super) store: Store,
-    prom: Arc<Prom>,
+    telemetry: Arc<dyn Telemetry>,
     inner: Mutex<Inner>,
     /// Signalled whenever a job thread ends.
     ended: Condvar,
@@ -117,10 +118,13 @@ impl Manager {
     /// Opens the store, takes back the jobs this server's previous run held (all running
     /// jobs, with SQLite) — back to the queue when they have a checkpoint, FAILED with the
     /// reason when not — and starts the thread that renews leases and claims work.
-    /// `cfg` has been validated ([`ServerConfig::validate`]); the manager keeps its storage
-    /// and jobs sections.
-    pub fn open(cfg: &ServerConfig, prom: Arc<Prom>) -> Result<Arc<Self>> {
-        let (storage, jobs) = (cfg.storage.clone(), cfg.jobs.clone());
+    /// The sections have been validated ([`crate::grpc::ServerConfig::validate`]).
+    pub fn open(
+        storage: &StorageConfig,
+        jobs: &JobsConfig,
+        telemetry: Arc<dyn Telemetry>,
+    ) -> Result<Arc<Self>> {
+        let (storage, jobs) = (storage.clone(), jobs.clone());
         let url = storage.store_url()?;
         let replica_id = jobs.replica_id();
         tracing::info!(store = %url.redacted(), replica = %replica_id, "job store");
@@ -140,7 +144,7 @@ impl Manager {
             model_dir,
             data_roots,
             store,
-            prom,
+            telemetry,
             inner: Mutex::new(Inner::default()),
             ended: Condvar::new(),
             shutting_down: AtomicBool::new(false),
@@ -157,8 +161,8 @@ impl Manager {
         let tick = (mgr.jobs.lease() / 4).clamp(Duration::from_millis(50), Duration::from_secs(1));
         std::thread::Builder::new()
             .name("jobs-lease".into())
-            .spawn(move || super::lease::coordinate(weak, tick))
-            .map_err(|e| Error::Unavailable(format!("could not start the lease thread: {e}")))?;
+            .spawn(move || lease::coordinate(weak, tick))
+            .map_err(|e| Error::unavailable(format!("could not start the lease thread: {e}")))?;
         Ok(mgr)
     }
 
@@ -177,7 +181,7 @@ impl Manager {
     /// Copies the job's metric log into the store (points already there are kept): the log
     /// is written first, so after a crash it may hold points the store missed.
     pub fn backfill_points(&self, id: &str) -> Result<()> {
-        let points = train::read_metric_log(&self.metric_log(id))?;
+        let points = crate::runlog::read_metric_log(&self.metric_log(id))?;
         if points.last().map_or(0, |p| p.seq) > self.store.last_point(id)? {
             for chunk in points.chunks(500) {
                 self.store.add_points(id, chunk)?;
@@ -251,7 +255,7 @@ impl Manager {
     /// queues the job; a repeated request id returns the first job.
     pub fn submit(self: &Arc<Self>, document: SpecDocument, request_id: &str) -> Result<JobRecord> {
         if self.shutting_down.load(Ordering::Acquire) {
-            return Err(Error::Unavailable("the server is shutting down".into()));
+            return Err(Error::unavailable("the server is shutting down"));
         }
         if let Some(existing) = self.store.by_request_id(request_id)? {
             return Ok(existing);
@@ -266,7 +270,7 @@ impl Manager {
             problems.extend(spec.confine_paths(&self.data_roots));
         }
         if !self.jobs.devices.contains(&spec.device) {
-            problems.push(Error::config(
+            problems.push(Error::invalid(
                 "device",
                 format!(
                     "`{}` is not one of this server's devices ({})",
@@ -359,7 +363,7 @@ impl Manager {
     /// Marks a job RUNNING and spawns its training thread and its recorder thread.
     fn start(self: &Arc<Self>, inner: &mut Inner, job: JobRecord) -> Result<()> {
         let spec = JobSpec::from_toml(&job.resolved_spec)
-            .map_err(|e| Error::config("resolved_spec", e.to_string()))?;
+            .map_err(|e| Error::invalid("resolved_spec", e.to_string()))?;
         let out = self.job_dir(&job.id);
         let resume = checkpoint::latest(&out.join("checkpoints"))?.is_some();
         if resume {
@@ -405,13 +409,13 @@ impl Manager {
                         .cloned()
                         .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                         .unwrap_or_else(|| "unknown panic".into());
-                    Err(Error::Internal(format!("training panicked: {msg}")))
+                    Err(Error::internal(format!("training panicked: {msg}")))
                 });
                 drop(opts);
                 let _ = done_tx.send(result);
             });
         if let Err(e) = spawn {
-            return Err(Error::Unavailable(format!("could not start a thread: {e}")));
+            return Err(Error::unavailable(format!("could not start a thread: {e}")));
         }
         let mgr = self.clone();
         let recorder = std::thread::Builder::new()
@@ -443,7 +447,7 @@ impl Manager {
             metrics: job.metrics.clone(),
         };
         let mut written = Instant::now();
-        let mut pending: Vec<train::MetricPoint> = Vec::new();
+        let mut pending: Vec<crate::runlog::MetricPoint> = Vec::new();
         let mut flushed = Instant::now();
         let live = self.inner().live.get(&id).cloned();
         let owner = self.replica_id.clone();
@@ -461,7 +465,7 @@ impl Manager {
         };
         // Stores the pending points (kept for the next flush if the store refuses them, so the
         // stored seqs have no holes), then wakes this server's streams of the job.
-        let flush = |pending: &mut Vec<train::MetricPoint>| {
+        let flush = |pending: &mut Vec<crate::runlog::MetricPoint>| {
             if pending.is_empty() || lost.load(Ordering::Acquire) {
                 pending.clear();
                 return;
@@ -495,14 +499,10 @@ impl Manager {
                     } else {
                         0.0
                     };
-                    self.prom.step(&id, seconds, &points);
+                    self.telemetry.step(&id, seconds, &points);
                     for p in &points {
                         progress.last_seq = progress.last_seq.max(p.seq);
-                        let key = if p.split == "val" {
-                            format!("val/{}", p.series)
-                        } else {
-                            format!("train/{}", p.series)
-                        };
+                        let key = format!("{}/{}", p.split, p.series);
                         progress.metrics.insert(key, p.value);
                     }
                     pending.extend(points);
@@ -522,7 +522,7 @@ impl Manager {
                     metrics,
                     pruned,
                 } => {
-                    self.prom.checkpoint();
+                    self.telemetry.checkpoint();
                     flush(&mut pending);
                     let rec = CheckpointRecord {
                         step,
@@ -539,8 +539,8 @@ impl Manager {
         }
         flush(&mut pending);
         let result = done.recv().unwrap_or_else(|_| {
-            Err(Error::Internal(
-                "the training thread ended without a result".into(),
+            Err(Error::internal(
+                "the training thread ended without a result",
             ))
         });
         report(progress_of(&progress));
@@ -632,7 +632,7 @@ impl Manager {
                 }
                 JobState::Cancelling => true,
                 s => {
-                    return Err(Error::FailedPrecondition(format!(
+                    return Err(Error::precondition(format!(
                         "job `{id}` is {}; only queued or running jobs can be cancelled",
                         s.as_str()
                     )))
@@ -710,7 +710,7 @@ impl Manager {
                 let all: Vec<(u64, PathBuf)> =
                     ckpts.iter().map(|c| (c.step, c.path.clone())).collect();
                 let best = checkpoint::best(&all).ok_or_else(|| {
-                    Error::FailedPrecondition(format!(
+                    Error::precondition(format!(
                         "no checkpoint of job `{id}` has {}; export latest or a step instead",
                         checkpoint::BEST_METRIC
                     ))
@@ -732,7 +732,7 @@ impl Manager {
             ))
         })?;
         let spec = JobSpec::from_toml(&job.resolved_spec)
-            .map_err(|e| Error::config("resolved_spec", e.to_string()))?;
+            .map_err(|e| Error::invalid("resolved_spec", e.to_string()))?;
         let weights = weights.unwrap_or(spec.export.weights);
         let name = if name.is_empty() {
             format!(
@@ -757,7 +757,7 @@ impl Manager {
                     checkpoint_id: checkpoint_id(chosen.step),
                 });
             }
-            return Err(Error::AlreadyExists(format!(
+            return Err(Error::Conflict(format!(
                 "model `{name}` in {} holds other weights; choose another name",
                 self.model_dir.display()
             )));
@@ -774,7 +774,7 @@ impl Manager {
     /// Sets the jobs-by-state gauges from the store.
     fn refresh_gauges(&self) {
         match self.store.counts() {
-            Ok(counts) => self.prom.job_states(&counts),
+            Ok(counts) => self.telemetry.job_states(&counts),
             Err(e) => tracing::error!(error = %e, "could not count jobs"),
         }
     }
