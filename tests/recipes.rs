@@ -111,6 +111,33 @@ fn degrade_previews_the_isp_recipe_with_its_drawn_parameters() {
     }
 }
 
+/// Two small clean/noisy PNG pairs under `root` (`gt/`, `noisy/`; AWGN σ 15, seeded per image),
+/// the pairs the baseline tests score. PNG on both sides: JPEG decoders differ by a level here
+/// and there (PIL's libjpeg vs the image crate), which is why `noiseda experiment` hands the
+/// script PNGs it decoded itself.
+fn noisy_pairs(root: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    let photos = common::write_photos(&root.join("photos"), 2, 40, 36);
+    let (gt, noisy) = (root.join("gt"), root.join("noisy"));
+    std::fs::create_dir_all(&gt).unwrap();
+    std::fs::create_dir_all(&noisy).unwrap();
+    for (k, p) in noiseda::data::list_images(&photos)
+        .unwrap()
+        .iter()
+        .enumerate()
+    {
+        let name = p.file_stem().unwrap().to_string_lossy().into_owned() + ".png";
+        let rgb = noiseda::data::load_rgb(p).unwrap();
+        rgb.save(gt.join(&name)).unwrap();
+        let mut lq = noiseda::data::Image::from_rgb8(&rgb);
+        let mut rng = noiseda::data::loader::step_rng(3, k as u64);
+        noiseda::data::draw::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
+        lq.to_rgb8()
+            .save_with_format(noisy.join(&name), image::ImageFormat::Png)
+            .unwrap();
+    }
+    (gt, noisy)
+}
+
 /// python3 with the baseline packages, or None (with a printed reason).
 fn python_with_baselines() -> Option<String> {
     let python = std::env::var("NOISEDA_PYTHON").unwrap_or_else(|_| "python3".into());
@@ -146,33 +173,11 @@ fn baselines_script_scores_like_noiseda_eval() {
 
     // 2. Two small noisy/clean pairs; parameters by 2-fold cross-fitting.
     let tmp = tempfile::tempdir().unwrap();
-    // PNG on both sides: JPEG decoders differ by a level here and there (PIL's libjpeg vs the
-    // image crate), which is why `noiseda experiment` hands the script PNGs it decoded itself.
-    let photos = common::write_photos(&tmp.path().join("photos"), 2, 40, 36);
-    let gt = tmp.path().join("gt");
-    std::fs::create_dir_all(&gt).unwrap();
-    for p in noiseda::data::list_images(&photos).unwrap() {
-        let name = p.file_stem().unwrap().to_string_lossy().into_owned() + ".png";
-        noiseda::data::load_rgb(&p)
-            .unwrap()
-            .save(gt.join(name))
-            .unwrap();
-    }
-    let noisy = tmp.path().join("noisy");
-    std::fs::create_dir_all(&noisy).unwrap();
+    let (gt, noisy) = noisy_pairs(tmp.path());
     let mut rows_expected = Vec::new();
     for entry in noiseda::data::list_images(&gt).unwrap() {
-        let clean = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&entry).unwrap());
-        let mut lq = clean.clone();
-        let mut rng = noiseda::data::loader::step_rng(3, rows_expected.len() as u64);
-        noiseda::data::draw::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
-        let lq8 = lq.to_rgb8();
-        // Same file name, lossless PNG, so both sides read the same pixels.
-        let name = entry.file_name().unwrap();
-        let png = noisy.join(name);
-        lq8.save_with_format(&png, image::ImageFormat::Png).unwrap();
-        let lq = noiseda::data::Image::from_rgb8(&lq8);
-        let gt8 = noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(&entry).unwrap());
+        let read = |p: &Path| noiseda::data::Image::from_rgb8(&noiseda::data::load_rgb(p).unwrap());
+        let (lq, gt8) = (read(&noisy.join(entry.file_name().unwrap())), read(&entry));
         rows_expected.push(
             noiseda::quality::psnr(
                 lq.as_metric(),
@@ -246,23 +251,7 @@ fn baselines_script_runs_ffdnet_in_numpy() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     // 2. The pretrained weights (fetched once into ~/.cache/noiseda/ffdnet) on two σ = 15 pairs.
     let tmp = tempfile::tempdir().unwrap();
-    let photos = common::write_photos(&tmp.path().join("photos"), 2, 40, 36);
-    let (gt, noisy) = (tmp.path().join("gt"), tmp.path().join("noisy"));
-    std::fs::create_dir_all(&gt).unwrap();
-    std::fs::create_dir_all(&noisy).unwrap();
-    for (k, p) in noiseda::data::list_images(&photos)
-        .unwrap()
-        .iter()
-        .enumerate()
-    {
-        let name = p.file_stem().unwrap().to_string_lossy().into_owned() + ".png";
-        let rgb = noiseda::data::load_rgb(p).unwrap();
-        rgb.save(gt.join(&name)).unwrap();
-        let mut lq = noiseda::data::Image::from_rgb8(&rgb);
-        let mut rng = noiseda::data::loader::step_rng(3, k as u64);
-        noiseda::data::draw::add_gaussian(&mut rng, &mut lq, 15.0 / 255.0);
-        lq.to_rgb8().save(noisy.join(&name)).unwrap();
-    }
+    let (gt, noisy) = noisy_pairs(tmp.path());
     let o = Command::new(&python)
         .arg(&script)
         .args([
