@@ -189,6 +189,7 @@ pub fn run(out: &Path, steps: Option<u64>, progress: bool) -> Result<Vec<Row>> {
             &EvalOptions {
                 channel: Channel::Rgb,
                 tiling: None,
+                self_ensemble: false,
                 seed: 0,
                 max_images: 0,
                 progress,

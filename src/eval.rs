@@ -10,7 +10,7 @@ use crate::config::Degradation;
 use crate::data::draw::add_gaussian;
 use crate::data::loader::step_rng;
 use crate::data::{CleanFolder, Image, PairedFolder};
-use crate::infer::{restore_image, Tiling};
+use crate::infer::{restore_image, restore_image_x8, Tiling};
 use crate::quality::{self, Channel};
 use crate::{Error, Result};
 
@@ -100,6 +100,8 @@ impl Degrade {
 pub struct EvalOptions {
     pub channel: Channel,
     pub tiling: Option<Tiling>,
+    /// Average the eight flips/transposes of each image ([`restore_image_x8`]).
+    pub self_ensemble: bool,
     /// Seed of the synthetic degradation (image i uses stream i).
     pub seed: u64,
     /// Use at most this many images (sorted by name); 0 = all.
@@ -128,6 +130,7 @@ pub struct EvalReport {
     pub model: String,
     pub images: usize,
     pub channel: Channel,
+    pub self_ensemble: bool,
     pub psnr: f64,
     pub ssim: f64,
     pub input_psnr: f64,
@@ -205,7 +208,12 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
     };
     let mut per_image = Vec::with_capacity(items.len());
     for (name, lq, gt) in &items {
-        let out = restore_image(
+        let restore = if opts.self_ensemble {
+            restore_image_x8
+        } else {
+            restore_image
+        };
+        let out = restore(
             &model.net,
             model.manifest.range,
             lq,
@@ -234,6 +242,7 @@ pub fn run(model: &LoadedModel, data: &EvalData, opts: &EvalOptions) -> Result<E
         model: model.dir.display().to_string(),
         images: per_image.len(),
         channel: opts.channel,
+        self_ensemble: opts.self_ensemble,
         psnr: mean(|s| s.psnr),
         ssim: mean(|s| s.ssim),
         input_psnr: mean(|s| s.input_psnr),

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use candle::Device;
 use noiseda::artifact;
 use noiseda::data::Image;
-use noiseda::infer::{restore_image, Tiling};
+use noiseda::infer::{restore_image, restore_image_x8, Tiling};
 use noiseda::quality::{psnr, Channel};
 use noiseda::train::{self, TrainOptions};
 
@@ -78,6 +78,100 @@ fn artifact_round_trip_and_tamper_detection() {
         .unwrap()
         .to_string();
     assert!(err.contains("manifest.json"), "{err}");
+}
+
+/// `img` under symmetry `k` of the square (bit 4: transpose, 2: flip rows, 1: flip columns,
+/// applied in that order), and for each output pixel the source pixel it came from.
+fn symmetry(img: &Image, k: u8) -> (Image, Vec<usize>) {
+    let (h, w) = (img.height, img.width);
+    let (oh, ow) = if k & 4 != 0 { (w, h) } else { (h, w) };
+    let mut data = Vec::with_capacity(img.data.len());
+    let mut source = Vec::with_capacity(oh * ow);
+    for i in 0..oh {
+        for j in 0..ow {
+            let i0 = if k & 2 != 0 { oh - 1 - i } else { i };
+            let j0 = if k & 1 != 0 { ow - 1 - j } else { j };
+            let (sy, sx) = if k & 4 != 0 { (j0, i0) } else { (i0, j0) };
+            let p = sy * w + sx;
+            data.extend_from_slice(&img.data[3 * p..3 * p + 3]);
+            source.push(p);
+        }
+    }
+    (
+        Image {
+            width: ow,
+            height: oh,
+            data,
+        },
+        source,
+    )
+}
+
+/// Self-ensemble on a trained model equals the mean of eight passes over images flipped and
+/// transposed here pixel by pixel (an independent implementation), differs from one pass (the
+/// net is not flip-equivariant), and agrees tiled and whole.
+#[test]
+fn self_ensemble_averages_eight_passes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = artifact::load(&trained_model(tmp.path()), &Device::Cpu).unwrap();
+    let clean = Image::from_rgb8(&common::photo(3, 67, 45));
+    let mut img = clean.clone();
+    let mut rng = noiseda::data::loader::step_rng(2, 1);
+    noiseda::data::draw::add_gaussian(&mut rng, &mut img, 20.0 / 255.0);
+    let range = model.manifest.range;
+    let x8 = restore_image_x8(&model.net, range, &img, &Device::Cpu, None).unwrap();
+    assert_eq!((x8.width, x8.height), (67, 45));
+    let mut mean = vec![0f32; img.data.len()];
+    let mut passes = Vec::new();
+    for k in 0..8 {
+        let (t, source) = symmetry(&img, k);
+        let out = restore_image(&model.net, range, &t, &Device::Cpu, None).unwrap();
+        let mut back = vec![0f32; img.data.len()];
+        for (q, &p) in source.iter().enumerate() {
+            back[3 * p..3 * p + 3].copy_from_slice(&out.data[3 * q..3 * q + 3]);
+        }
+        for (m, v) in mean.iter_mut().zip(&back) {
+            *m += v / 8.0;
+        }
+        passes.push(Image {
+            width: img.width,
+            height: img.height,
+            data: back,
+        });
+    }
+    let score = |a: &Image| psnr(a.as_metric(), clean.as_metric(), Channel::Rgb).unwrap();
+    let mean = Image {
+        width: img.width,
+        height: img.height,
+        data: mean,
+    };
+    // Each pass is clamped to [0, 1] before this mean, the ensemble only after its mean: the
+    // two are compared where no pass was clamped.
+    let inside = |i: usize| passes.iter().all(|p| p.data[i] > 0.0 && p.data[i] < 1.0);
+    let compared = (0..mean.data.len()).filter(|&i| inside(i)).count();
+    assert!(
+        compared > mean.data.len() / 2,
+        "{compared} values unclamped"
+    );
+    let max_diff = (0..mean.data.len())
+        .filter(|&i| inside(i))
+        .map(|i| (mean.data[i] - x8.data[i]).abs())
+        .fold(0f32, f32::max);
+    let singles: Vec<f64> = passes.iter().map(score).collect();
+    eprintln!(
+        "input {:.2} dB, passes {singles:.2?}, self-ensemble {:.2}, max |x8 - mean of passes| {max_diff:.2e}",
+        score(&img),
+        score(&x8)
+    );
+    assert!(max_diff < 1e-5, "{max_diff}");
+    assert!(
+        passes[0].data != x8.data,
+        "the eight passes were not averaged"
+    );
+    let tiled =
+        restore_image_x8(&model.net, range, &img, &Device::Cpu, Some(Tiling::new(32))).unwrap();
+    let agree = psnr(tiled.as_metric(), x8.as_metric(), Channel::Rgb).unwrap();
+    assert!(agree > 45.0, "tiled vs whole self-ensemble: {agree:.1} dB");
 }
 
 #[test]
@@ -181,6 +275,31 @@ fn cli_restore_eval_and_errors() {
     // σ = 25 noise on [0,1] images: input PSNR ≈ 20.2 dB.
     let input_psnr = report["input_psnr"].as_f64().unwrap();
     assert!((19.5..21.5).contains(&input_psnr), "{input_psnr}");
+
+    // the same with the self-ensemble: said in the report, a different score
+    let out = noiseda(&[
+        "eval",
+        "--model",
+        m,
+        "--clean",
+        inputs.to_str().unwrap(),
+        "--degrade",
+        "awgn:25",
+        "--self-ensemble",
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let x8: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (&report["self_ensemble"], &x8["self_ensemble"]),
+        (&false.into(), &true.into())
+    );
+    assert_ne!(x8["psnr"], report["psnr"]);
+    assert_eq!(x8["input_psnr"], report["input_psnr"]);
 
     // the camera-noise pipeline as the evaluation degradation
     let out = noiseda(&[
@@ -309,6 +428,7 @@ fn eval_on_real_polyu_pairs() {
         &noiseda::eval::EvalOptions {
             channel: Channel::Rgb,
             tiling: None,
+            self_ensemble: false,
             seed: 0,
             max_images: 2,
             progress: false,

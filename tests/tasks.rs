@@ -172,6 +172,7 @@ fn derain_job_trains_in_the_signed_range_and_round_trips_through_export() {
         &EvalOptions {
             channel: Channel::Rgb,
             tiling: None,
+            self_ensemble: false,
             seed: 0,
             max_images: 0,
             progress: false,

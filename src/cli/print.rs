@@ -99,8 +99,17 @@ pub fn eval_report(report: &EvalReport) {
         );
     }
     println!(
-        "mean over {} images: PSNR {:.3} dB, SSIM {:.4} (input {:.3} dB, {:.4})",
-        report.images, report.psnr, report.ssim, report.input_psnr, report.input_ssim
+        "mean over {} images{}: PSNR {:.3} dB, SSIM {:.4} (input {:.3} dB, {:.4})",
+        report.images,
+        if report.self_ensemble {
+            " (self-ensemble ×8)"
+        } else {
+            ""
+        },
+        report.psnr,
+        report.ssim,
+        report.input_psnr,
+        report.input_ssim
     );
     println!(
         "colour cast: de-biased PSNR {:.3} dB (input {:.3}); mean |error| per channel {:.2} (input {:.2}), added by the restorer {:.2} (0-255 units)",

@@ -58,6 +58,10 @@ pub struct EvalArgs {
     /// Tiled inference with this tile size.
     #[arg(long)]
     tile: Option<usize>,
+    /// Geometric self-ensemble: average the restorations of the eight flips and transposes
+    /// of each image (8× the compute).
+    #[arg(long)]
+    self_ensemble: bool,
     /// Seed of the synthetic degradation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -92,6 +96,10 @@ pub struct RestoreArgs {
     /// Overlap between tiles in pixels (default tile/4).
     #[arg(long, requires = "tile")]
     overlap: Option<usize>,
+    /// Geometric self-ensemble (local inference): average the restorations of the eight
+    /// flips and transposes of each image (8× the compute).
+    #[arg(long, conflicts_with = "server")]
+    self_ensemble: bool,
 }
 
 #[derive(clap::Args)]
@@ -209,6 +217,7 @@ pub fn eval(a: EvalArgs, progress: bool) -> Result<()> {
             Channel::Rgb
         },
         tiling: tiling(a.tile, None)?,
+        self_ensemble: a.self_ensemble,
         seed: a.seed,
         max_images: a.max_images,
         progress,
@@ -249,6 +258,7 @@ pub fn restore(a: RestoreArgs, progress: bool) -> Result<()> {
         &a.input,
         &a.output,
         tiling(a.tile, a.overlap)?,
+        a.self_ensemble,
         progress,
     )?;
     eprintln!(
