@@ -485,8 +485,10 @@ impl Reference {
             "PyTorch missing: {} -m pip install torch",
             self.python.display()
         );
+        // pip's progress goes to stderr: stdout carries only the report (`--json`).
         let status = Command::new(&self.python)
             .args(["-m", "pip", "install", "torch", "numpy"])
+            .stdout(std::io::stderr())
             .status()
             .map_err(|e| Error::io(&self.python, e))?;
         let out = probe().map_err(|e| Error::io(&self.python, e))?;

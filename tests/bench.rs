@@ -97,3 +97,47 @@ fn parity_compares_every_loss_term_and_gradient_and_names_a_missing_device() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cuda:0"), "{err}");
 }
+
+/// `bench --compare --json` where PyTorch is missing installs it with pip; pip's own output
+/// must not reach stdout, which carries only the JSON. Here pip is pointed at an empty local
+/// index, so it prints "Looking in links: …" (on stdout, by default) and fails fast.
+#[test]
+fn pip_output_stays_off_stdout_when_bench_installs_torch() {
+    let has_torch = Command::new("python3")
+        .args(["-c", "import torch"])
+        .status()
+        .map(|s| s.success());
+    match has_torch {
+        Ok(false) => {}
+        Ok(true) => {
+            eprintln!("skipped: python3 already imports torch, so bench would not run pip");
+            return;
+        }
+        Err(e) => {
+            eprintln!("skipped: no python3 ({e})");
+            return;
+        }
+    }
+    let links = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args(["bench", "--cases", "train-vanilla", "--compare", "--json"])
+        .args(["--python", "python3"])
+        .env("PIP_NO_INDEX", "1")
+        .env("PIP_FIND_LINKS", links.path())
+        .env("PIP_BREAK_SYSTEM_PACKAGES", "1")
+        .env("PIP_DISABLE_PIP_VERSION_CHECK", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "pip could not install torch: {stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains("Looking in links"), "{stderr}");
+    assert!(stderr.contains("could not install PyTorch"), "{stderr}");
+}
