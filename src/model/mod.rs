@@ -4,6 +4,7 @@ pub mod conv;
 pub mod diffusion;
 mod dncnn;
 pub mod norm;
+pub mod philox;
 pub mod spec;
 mod unet;
 pub mod upsample;

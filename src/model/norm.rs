@@ -21,8 +21,9 @@ fn stats(x: &[f32], groups: usize, eps: f64) -> Vec<(f32, f32)> {
 }
 
 /// Inverted dropout fused after the activation. Its mask is regenerated from `seed` (sample i
-/// draws from ChaCha8 stream i) in the forward and in the backward, so no mask is stored and
-/// the draw is the same however the work is scheduled.
+/// is Philox stream i, element e its 16 bits e, [`super::philox::half`]) in the forward and in
+/// the backward, so no mask is stored, the draw is the same however the work is scheduled, and
+/// the CUDA kernels draw the same bits from the same counters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Dropout {
     pub p: f64,
@@ -30,18 +31,19 @@ pub struct Dropout {
 }
 
 impl Dropout {
+    /// 16-bit draws below this are dropped: round(p·2¹⁶) (at most 2¹⁶ − 1), so the rate is p
+    /// within 2⁻¹⁷.
+    pub fn threshold(&self) -> u32 {
+        (self.p * 65_536.0).round().min(65_535.0) as u32
+    }
+
     /// Multipliers of sample `i`'s `n` values: 0 with probability p, else 1/(1 − p).
     pub fn mask(&self, i: usize, n: usize) -> Vec<f32> {
-        use rand::{Rng, SeedableRng};
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
-        rng.set_stream(i as u64);
-        let mut bits = vec![0u32; n];
-        rng.fill(&mut bits[..]);
-        // One u32 per value against p·2³².
-        let threshold = (self.p * 4_294_967_296.0).min(u32::MAX as f64) as u32;
+        let threshold = self.threshold();
         let keep = (1.0 / (1.0 - self.p)) as f32;
-        bits.iter()
-            .map(|&u| if u < threshold { 0.0 } else { keep })
+        super::philox::fill_halves(self.seed, i as u32, n)
+            .into_iter()
+            .map(|u| if (u as u32) < threshold { 0.0 } else { keep })
             .collect()
     }
 }
