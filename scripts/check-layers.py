@@ -40,6 +40,13 @@ FORBIDDEN = [
     ("method", "config"),
     ("jobs", "grpc"),
     ("restore", "grpc"),
+    # quality (PSNR/SSIM) is a leaf; a model artifact carries its JobSpec, so it sits above
+    # config, and inference loads artifacts.
+    ("quality", "data"),
+    ("config", "artifact"),
+    ("config", "infer"),
+    ("artifact", "infer"),
+    ("artifact", "train"),
 ]
 
 

@@ -338,6 +338,21 @@ fn format_for(path: &Path) -> Result<pb::OutputFormat> {
     }
 }
 
+/// A Restore client without credentials (the message limits of [`restore_remote`]).
+pub type RestoreClient = pb::restore_client::RestoreClient<tonic::transport::Channel>;
+
+/// Connects a [`RestoreClient`] to `url` (e.g. `http://127.0.0.1:50051`).
+pub async fn restore_client(url: &str) -> Result<RestoreClient> {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .map_err(|e| Error::invalid_input(format!("server address {url}: {e}")))?
+        .connect()
+        .await
+        .map_err(|e| Error::unavailable(format!("{url}: {e}")))?;
+    Ok(pb::restore_client::RestoreClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
 /// Restores a file or a folder through a server's Restore service, `concurrency` requests at a
 /// time; returns the files written.
 pub async fn restore_remote(

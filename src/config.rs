@@ -418,6 +418,33 @@ impl JobSpec {
         if let Err(e) = self.restorer.resolve() {
             bad.push(e);
         }
+        self.data_problems(&mut bad);
+        if self.method.uses_diffusion() {
+            self.diffusion_problems(&mut bad);
+        }
+        self.optimizer_problems(&mut bad);
+        if !(0.0..1.0).contains(&self.ema.decay) {
+            bad.push(Error::invalid(
+                "ema.decay",
+                format!("must be in [0, 1), got {}", self.ema.decay),
+            ));
+        }
+        if !self.loss.charbonnier_eps.is_finite() || self.loss.charbonnier_eps <= 0.0 {
+            bad.push(Error::invalid("loss.charbonnier_eps", "must be > 0"));
+        }
+        if self.validation.tile != 0
+            && (self.validation.tile < 16 || !self.validation.tile.is_multiple_of(8))
+        {
+            bad.push(Error::invalid(
+                "validation.tile",
+                "must be 0 (whole image) or a multiple of 8 of at least 16",
+            ));
+        }
+        bad
+    }
+
+    /// `data.*`: patch, batch, prefetch, the synthetic domain and the validation pairs.
+    fn data_problems(&self, bad: &mut Vec<Error>) {
         let d = &self.data;
         if d.patch < 8 || !d.patch.is_multiple_of(8) {
             bad.push(Error::invalid(
@@ -502,69 +529,77 @@ impl JobSpec {
                 ));
             }
         }
-        if self.method.uses_diffusion() {
-            let cfg = match self.diffusion.resolve() {
-                Ok(cfg) => Some(cfg),
-                Err(e) => {
-                    bad.push(e);
-                    None
-                }
-            };
-            if d.real.is_none() {
-                bad.push(Error::invalid(
-                    "data.real",
-                    "the adaptation methods need unlabeled real images: [data.real] dir = ...",
-                ));
+    }
+
+    /// The diffusion net, the real (and unpaired) domains and the diffusion loss terms, for
+    /// the methods that use them.
+    fn diffusion_problems(&self, bad: &mut Vec<Error>) {
+        let d = &self.data;
+        let cfg = match self.diffusion.resolve() {
+            Ok(cfg) => Some(cfg),
+            Err(e) => {
+                bad.push(e);
+                None
             }
-            if self.method == Method::NoiseDaUnpaired && d.unpaired.is_none() {
-                bad.push(Error::invalid(
-                    "data.unpaired",
-                    "noise-da-unpaired needs a folder of unpaired clean images: [data.unpaired] dir = ...",
-                ));
-            }
-            if let Some(cfg) = cfg.filter(|c| !d.patch.is_multiple_of(c.multiple())) {
-                bad.push(Error::invalid(
-                    "data.patch",
-                    format!(
-                        "must be a multiple of {} for this diffusion net",
-                        cfg.multiple()
-                    ),
-                ));
-            }
-            let ds = &self.diffusion;
-            if ds.timesteps < 2 {
-                bad.push(Error::invalid("diffusion.timesteps", "must be at least 2"));
-            }
-            let [b0, b1] = ds.beta;
-            if !(b0.is_finite() && b1.is_finite() && 0.0 < b0 && b0 <= b1 && b1 < 1.0) {
-                bad.push(Error::invalid(
-                    "diffusion.beta",
-                    format!("must satisfy 0 < lo <= hi < 1, got [{b0}, {b1}]"),
-                ));
-            }
-            let l = &self.loss;
-            let [t0, t1] = l.t_range;
-            if !(1 <= t0 && t0 <= t1 && t1 < ds.timesteps) {
-                bad.push(Error::invalid(
-                    "loss.t_range",
-                    format!(
-                        "must satisfy 1 <= lo <= hi < diffusion.timesteps ({}), got [{t0}, {t1}]",
-                        ds.timesteps
-                    ),
-                ));
-            }
-            if !l.diffusion_weight.is_finite() || l.diffusion_weight < 0.0 {
-                bad.push(Error::invalid("loss.diffusion_weight", "must be >= 0"));
-            }
-            if !l.margin.is_finite() || l.margin < 0.0 {
-                bad.push(Error::invalid("loss.margin", "must be >= 0"));
-            }
-            if let Some(lr) = self.optimizer.diffusion_lr {
-                if !lr.is_finite() || lr <= 0.0 {
-                    bad.push(Error::invalid("optimizer.diffusion_lr", "must be > 0"));
-                }
+        };
+        if d.real.is_none() {
+            bad.push(Error::invalid(
+                "data.real",
+                "the adaptation methods need unlabeled real images: [data.real] dir = ...",
+            ));
+        }
+        if self.method == Method::NoiseDaUnpaired && d.unpaired.is_none() {
+            bad.push(Error::invalid(
+                "data.unpaired",
+                "noise-da-unpaired needs a folder of unpaired clean images: [data.unpaired] dir = ...",
+            ));
+        }
+        if let Some(cfg) = cfg.filter(|c| !d.patch.is_multiple_of(c.multiple())) {
+            bad.push(Error::invalid(
+                "data.patch",
+                format!(
+                    "must be a multiple of {} for this diffusion net",
+                    cfg.multiple()
+                ),
+            ));
+        }
+        let ds = &self.diffusion;
+        if ds.timesteps < 2 {
+            bad.push(Error::invalid("diffusion.timesteps", "must be at least 2"));
+        }
+        let [b0, b1] = ds.beta;
+        if !(b0.is_finite() && b1.is_finite() && 0.0 < b0 && b0 <= b1 && b1 < 1.0) {
+            bad.push(Error::invalid(
+                "diffusion.beta",
+                format!("must satisfy 0 < lo <= hi < 1, got [{b0}, {b1}]"),
+            ));
+        }
+        let l = &self.loss;
+        let [t0, t1] = l.t_range;
+        if !(1 <= t0 && t0 <= t1 && t1 < ds.timesteps) {
+            bad.push(Error::invalid(
+                "loss.t_range",
+                format!(
+                    "must satisfy 1 <= lo <= hi < diffusion.timesteps ({}), got [{t0}, {t1}]",
+                    ds.timesteps
+                ),
+            ));
+        }
+        if !l.diffusion_weight.is_finite() || l.diffusion_weight < 0.0 {
+            bad.push(Error::invalid("loss.diffusion_weight", "must be >= 0"));
+        }
+        if !l.margin.is_finite() || l.margin < 0.0 {
+            bad.push(Error::invalid("loss.margin", "must be >= 0"));
+        }
+        if let Some(lr) = self.optimizer.diffusion_lr {
+            if !lr.is_finite() || lr <= 0.0 {
+                bad.push(Error::invalid("optimizer.diffusion_lr", "must be > 0"));
             }
         }
+    }
+
+    /// `optimizer.*`.
+    fn optimizer_problems(&self, bad: &mut Vec<Error>) {
         let o = &self.optimizer;
         if !o.lr.is_finite() || o.lr <= 0.0 {
             bad.push(Error::invalid(
@@ -607,24 +642,6 @@ impl JobSpec {
                 "plain adam has no decoupled weight decay; use kind = \"adamw\"",
             ));
         }
-        if !(0.0..1.0).contains(&self.ema.decay) {
-            bad.push(Error::invalid(
-                "ema.decay",
-                format!("must be in [0, 1), got {}", self.ema.decay),
-            ));
-        }
-        if !self.loss.charbonnier_eps.is_finite() || self.loss.charbonnier_eps <= 0.0 {
-            bad.push(Error::invalid("loss.charbonnier_eps", "must be > 0"));
-        }
-        if self.validation.tile != 0
-            && (self.validation.tile < 16 || !self.validation.tile.is_multiple_of(8))
-        {
-            bad.push(Error::invalid(
-                "validation.tile",
-                "must be 0 (whole image) or a multiple of 8 of at least 16",
-            ));
-        }
-        bad
     }
 }
 

@@ -19,19 +19,26 @@ use crate::model::ArchConfig;
 use crate::pb;
 use crate::{Error, Result};
 
-#[derive(Debug, Clone)]
+/// What `bench restore-load` runs (its command-line flags).
+#[derive(Debug, Clone, clap::Args)]
 pub struct LoadOptions {
     /// Restorer preset (random weights).
+    #[arg(long, default_value = "unet-t")]
     pub preset: String,
     /// Square image side.
+    #[arg(long, default_value_t = 256)]
     pub size: usize,
     /// Concurrent clients, one request (one image) in flight each.
+    #[arg(long, default_value_t = 16)]
     pub clients: usize,
     /// Measured seconds per mode (after a warm-up of one request per client).
+    #[arg(long, default_value_t = 15.0)]
     pub seconds: f64,
     /// Batch size of the batched mode (the unbatched mode uses 1).
+    #[arg(long, default_value_t = 8)]
     pub batch: usize,
-    /// Send PNG and ask for PNG (otherwise raw RGB u8 both ways).
+    /// PNG in and out (default: raw RGB u8 both ways).
+    #[arg(long)]
     pub png: bool,
 }
 
@@ -178,13 +185,9 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
     })
 }
 
-async fn one_mode(
-    opts: &LoadOptions,
-    tmp: &Path,
-    mode: &str,
-    max_batch: usize,
-    raw_ms: f64,
-) -> Result<ModeReport> {
+/// A restore-only server on 127.0.0.1:0 for one mode: batches of up to `max_batch`, a queue of
+/// two requests per client, single-image requests of the benchmark's size.
+fn server_config(opts: &LoadOptions, tmp: &Path, mode: &str, max_batch: usize) -> ServerConfig {
     let mut cfg = ServerConfig::default();
     cfg.network.listen = "127.0.0.1:0".parse().expect("valid address");
     cfg.network.metrics_listen = "127.0.0.1:0".parse().expect("valid address");
@@ -208,10 +211,90 @@ async fn one_mode(
         tile_size: 0,
         tile_overlap: 0,
     };
+    cfg
+}
+
+/// Client `k`'s request: its own test image, PNG or raw u8 in and out.
+fn request(opts: &LoadOptions, k: usize) -> pb::RestoreRequest {
+    let img = test_image(opts.size, k).to_rgb8();
+    let (image, format) = if opts.png {
+        let mut data = Vec::new();
+        let _ = img.write_to(
+            &mut std::io::Cursor::new(&mut data),
+            image::ImageFormat::Png,
+        );
+        (
+            pb::image_input::Image::Encoded(pb::EncodedImage { data }),
+            pb::OutputFormat::Png,
+        )
+    } else {
+        (
+            pb::image_input::Image::Raw(pb::RawImage {
+                data: img.into_raw(),
+                height: opts.size as u32,
+                width: opts.size as u32,
+                channels: 3,
+                pixel_type: pb::PixelType::U8 as i32,
+            }),
+            pb::OutputFormat::RawU8,
+        )
+    };
+    pb::RestoreRequest {
+        images: vec![pb::ImageInput { image: Some(image) }],
+        output_format: format as i32,
+        ..Default::default()
+    }
+}
+
+/// What the clients saw: latencies (ms), the batch size of every answer, errors by code, and
+/// when the last client finished.
+#[derive(Default)]
+struct Seen {
+    latencies: Vec<f64>,
+    batches: Vec<u32>,
+    errors: BTreeMap<String, u64>,
+}
+
+/// One client: a warm-up request, the shared start, then requests back to back until
+/// `seconds` after the first client started measuring.
+async fn client_loop(
+    mut client: crate::client::RestoreClient,
+    req: pb::RestoreRequest,
+    start: Arc<tokio::sync::Barrier>,
+    measure_from: Arc<std::sync::OnceLock<Instant>>,
+    seconds: f64,
+) -> (Seen, Instant) {
+    let _ = client.restore(req.clone()).await;
+    start.wait().await;
+    let t0 = *measure_from.get_or_init(Instant::now);
+    let end = t0 + Duration::from_secs_f64(seconds);
+    let mut seen = Seen::default();
+    while Instant::now() < end {
+        let t = Instant::now();
+        match client.restore(req.clone()).await {
+            Ok(r) => {
+                seen.latencies.push(t.elapsed().as_secs_f64() * 1e3);
+                seen.batches
+                    .extend(r.into_inner().images.iter().map(|i| i.batch_size));
+            }
+            Err(s) => *seen.errors.entry(format!("{:?}", s.code())).or_default() += 1,
+        }
+    }
+    (seen, Instant::now())
+}
+
+/// One mode: its own server, `opts.clients` clients for `opts.seconds`, the report.
+async fn one_mode(
+    opts: &LoadOptions,
+    tmp: &Path,
+    mode: &str,
+    max_batch: usize,
+    raw_ms: f64,
+) -> Result<ModeReport> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
     let server = tokio::spawn(grpc::serve(
-        cfg,
+        server_config(opts, tmp, mode, max_batch),
         async move {
             let _ = stop_rx.await;
         },
@@ -222,85 +305,32 @@ async fn one_mode(
     let addr = addr_rx
         .await
         .map_err(|_| Error::unavailable("the load-test server did not start"))?;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .map_err(|e| Error::invalid_input(e.to_string()))?
-        .connect()
-        .await
-        .map_err(|e| Error::unavailable(format!("load-test server: {e}")))?;
+    let client = crate::client::restore_client(&format!("http://{addr}")).await?;
 
-    let input = |k: usize| -> pb::ImageInput {
-        let img = test_image(opts.size, k).to_rgb8();
-        let image = if opts.png {
-            let mut data = Vec::new();
-            let _ = img.write_to(
-                &mut std::io::Cursor::new(&mut data),
-                image::ImageFormat::Png,
-            );
-            pb::image_input::Image::Encoded(pb::EncodedImage { data })
-        } else {
-            pb::image_input::Image::Raw(pb::RawImage {
-                data: img.into_raw(),
-                height: opts.size as u32,
-                width: opts.size as u32,
-                channels: 3,
-                pixel_type: pb::PixelType::U8 as i32,
-            })
-        };
-        pb::ImageInput { image: Some(image) }
-    };
-    let format = if opts.png {
-        pb::OutputFormat::Png
-    } else {
-        pb::OutputFormat::RawU8
-    };
-    // Warm-up: one request per client, all at once.
+    // Warm-up: one request per client, all at once; then all measure together.
     let start = Arc::new(tokio::sync::Barrier::new(opts.clients));
     let measure_from = Arc::new(std::sync::OnceLock::<Instant>::new());
-    let seconds = opts.seconds;
-    let mut tasks = Vec::new();
-    for k in 0..opts.clients {
-        let mut c = pb::restore_client::RestoreClient::new(channel.clone())
-            .max_decoding_message_size(64 << 20)
-            .max_encoding_message_size(64 << 20);
-        let req = pb::RestoreRequest {
-            images: vec![input(k)],
-            output_format: format as i32,
-            ..Default::default()
-        };
-        let (start, measure_from) = (start.clone(), measure_from.clone());
-        tasks.push(tokio::spawn(async move {
-            let _ = c.restore(req.clone()).await;
-            start.wait().await;
-            let t0 = *measure_from.get_or_init(Instant::now);
-            let end = t0 + Duration::from_secs_f64(seconds);
-            let mut lat = Vec::new();
-            let mut batches = Vec::new();
-            let mut errors: BTreeMap<String, u64> = BTreeMap::new();
-            while Instant::now() < end {
-                let t = Instant::now();
-                match c.restore(req.clone()).await {
-                    Ok(r) => {
-                        lat.push(t.elapsed().as_secs_f64() * 1e3);
-                        batches.extend(r.into_inner().images.iter().map(|i| i.batch_size));
-                    }
-                    Err(s) => *errors.entry(format!("{:?}", s.code())).or_default() += 1,
-                }
-            }
-            (lat, batches, errors, Instant::now())
-        }));
-    }
-    let mut lat = Vec::new();
-    let mut batches = Vec::new();
-    let mut errors: BTreeMap<String, u64> = BTreeMap::new();
+    let tasks: Vec<_> = (0..opts.clients)
+        .map(|k| {
+            tokio::spawn(client_loop(
+                client.clone(),
+                request(opts, k),
+                start.clone(),
+                measure_from.clone(),
+                opts.seconds,
+            ))
+        })
+        .collect();
+    let mut seen = Seen::default();
     let mut last = Instant::now();
     for t in tasks {
-        let (l, b, e, done) = t
+        let (s, done) = t
             .await
             .map_err(|e| Error::unavailable(format!("load client failed: {e}")))?;
-        lat.extend(l);
-        batches.extend(b);
-        for (k, v) in e {
-            *errors.entry(k).or_default() += v;
+        seen.latencies.extend(s.latencies);
+        seen.batches.extend(s.batches);
+        for (k, v) in s.errors {
+            *seen.errors.entry(k).or_default() += v;
         }
         last = last.max(done);
     }
@@ -311,17 +341,22 @@ async fn one_mode(
     let elapsed = measure_from
         .get()
         .map_or(opts.seconds, |t0| last.duration_since(*t0).as_secs_f64());
-    lat.sort_by(f64::total_cmp);
-    let images_per_second = lat.len() as f64 / elapsed;
+    let Seen {
+        mut latencies,
+        batches,
+        errors,
+    } = seen;
+    latencies.sort_by(f64::total_cmp);
+    let images_per_second = latencies.len() as f64 / elapsed;
     let served = 1e3 / images_per_second;
     Ok(ModeReport {
         mode: mode.to_string(),
         max_batch_size: max_batch,
-        requests: lat.len() as u64,
+        requests: latencies.len() as u64,
         errors,
         images_per_second,
-        p50_ms: percentile(&lat, 0.5),
-        p99_ms: percentile(&lat, 0.99),
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
         mean_batch: batches.iter().map(|&b| b as f64).sum::<f64>() / batches.len().max(1) as f64,
         raw_ms_per_image: raw_ms,
         served_ms_per_image: served,

@@ -14,3 +14,20 @@ fn no_import_cycles() {
     assert!(out.status.success(), "check-layers failed:\n{text}");
     assert!(text.contains("no import cycles"), "{text}");
 }
+
+/// No function in `src/` runs past ~100 lines without its doc comment saying why
+/// (`scripts/long-functions.py`).
+#[test]
+fn no_unexplained_long_functions() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/long-functions.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .output()
+        .expect("python3 runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "long functions without a reason:\n{text}"
+    );
+    assert!(!text.contains("(LONG)"), "{text}");
+}

@@ -99,23 +99,8 @@ enum BenchCommand {
     /// Concurrent clients against a local Restore server for a bounded time, batched and
     /// unbatched, next to the raw model time of the same network in the same run.
     RestoreLoad {
-        /// Restorer preset (random weights).
-        #[arg(long, default_value = "unet-t")]
-        preset: String,
-        /// Square image side.
-        #[arg(long, default_value_t = 256)]
-        size: usize,
-        #[arg(long, default_value_t = 16)]
-        clients: usize,
-        /// Measured seconds per mode.
-        #[arg(long, default_value_t = 15.0)]
-        seconds: f64,
-        /// Batch size of the batched mode.
-        #[arg(long, default_value_t = 8)]
-        batch: usize,
-        /// PNG in and out (default: raw RGB u8).
-        #[arg(long)]
-        png: bool,
+        #[command(flatten)]
+        opts: noiseda::loadtest::LoadOptions,
         #[arg(long)]
         json: bool,
     },
@@ -219,23 +204,8 @@ pub fn experiment(a: ExperimentArgs, progress: bool) -> Result<()> {
 
 pub fn bench(a: BenchArgs) -> Result<()> {
     match a.load {
-        Some(BenchCommand::RestoreLoad {
-            preset,
-            size,
-            clients,
-            seconds,
-            batch,
-            png,
-            json,
-        }) => {
-            let report = noiseda::loadtest::run(&noiseda::loadtest::LoadOptions {
-                preset,
-                size,
-                clients,
-                seconds,
-                batch,
-                png,
-            })?;
+        Some(BenchCommand::RestoreLoad { opts, json }) => {
+            let report = noiseda::loadtest::run(&opts)?;
             if json {
                 print::json(&report);
             } else {

@@ -318,6 +318,8 @@ impl IspNoise {
     }
 
     /// Degrades a clean sRGB image with the given parameters (noise drawn from `rng`).
+    /// ~100 lines: the camera stages in the order a camera runs them, each a few lines over
+    /// the same buffers.
     pub fn apply_with(&self, rng: &mut impl Rng, img: &Image, p: &IspParams) -> Image {
         let (w, h) = (img.width, img.height);
         let gains = [
@@ -540,6 +542,8 @@ mod tests {
     }
 
     #[test]
+    /// ~125 lines: one noise model checked at several (shot, read) settings on the same flat
+    /// patches.
     fn noise_statistics_follow_the_shot_and_read_parameters() {
         // Gains 1, no CCM, no tone curve, no demosaic, no JPEG: the linear output is
         // x + N(0, shot·x + read²) exactly, up to 8-bit rounding. Measure the std in linear

@@ -57,6 +57,7 @@ fn crops(
 /// (both slots = the clean target), then its ε-MSE on fixed draws as the condition is corrupted
 /// by AWGN of each σ. The paper's curve rises monotonically: the loss "sees" the condition's
 /// noise, which is what lets it guide a restorer.
+/// ~110 lines: the training and the measurement share the net, the draws and the photos.
 pub fn probe_conditions(opts: &ProbeOptions, progress: bool) -> Result<Vec<ProbePoint>> {
     use candle::{DType, Device, Tensor};
     use candle_nn::{VarBuilder, VarMap};

@@ -56,7 +56,33 @@ pub fn markdown(r: &Report) -> String {
             a.seconds_per_step
         );
     }
-    // Paired by seed: each arm minus vanilla with the same seed.
+    out += &paired_by_seed(r);
+    // Images where a run is below the noisy input.
+    let below: Vec<String> = r
+        .runs
+        .iter()
+        .filter(|x| !x.below_input.is_empty())
+        .map(|x| format!("{} seed {}: {}", x.arm, x.seed, x.below_input.join(", ")))
+        .collect();
+    out += &format!(
+        "\nBelow the noisy input (restored PSNR < input PSNR) on: {}\n",
+        if below.is_empty() {
+            "no image, in any run".to_string()
+        } else {
+            below.join("; ")
+        }
+    );
+    out += "\nPSNR and SSIM over RGB (per image, then mean); de-biased PSNR removes each restored \
+            image's mean per-channel error first, so a global colour cast shows as the gap between \
+            the two. ± is the standard deviation over seeds.\n";
+    out
+}
+
+/// The paired table: each arm's PSNR minus vanilla's with the same seed, per seed and as
+/// mean ± std (empty without vanilla or without another arm).
+fn paired_by_seed(r: &Report) -> String {
+    let pm = |s: Stat, d: usize| format!("{:.*} ± {:.*}", d, s.mean, d, s.std);
+    let mut out = String::new();
     let vanilla: BTreeMap<u64, f64> = r
         .runs
         .iter()
@@ -94,24 +120,6 @@ pub fn markdown(r: &Report) -> String {
             );
         }
     }
-    // Images where a run is below the noisy input.
-    let below: Vec<String> = r
-        .runs
-        .iter()
-        .filter(|x| !x.below_input.is_empty())
-        .map(|x| format!("{} seed {}: {}", x.arm, x.seed, x.below_input.join(", ")))
-        .collect();
-    out += &format!(
-        "\nBelow the noisy input (restored PSNR < input PSNR) on: {}\n",
-        if below.is_empty() {
-            "no image, in any run".to_string()
-        } else {
-            below.join("; ")
-        }
-    );
-    out += "\nPSNR and SSIM over RGB (per image, then mean); de-biased PSNR removes each restored \
-            image's mean per-channel error first, so a global colour cast shows as the gap between \
-            the two. ± is the standard deviation over seeds.\n";
     out
 }
 

@@ -408,6 +408,8 @@ pub struct DiffusionUNet {
 
 impl DiffusionUNet {
     /// 9 input channels (y_t and two 3-channel conditions), 3 output channels (ε).
+    /// ~100 lines: the official UNet's layer list in its order (input blocks, middle, output
+    /// blocks), whose variable names are the checkpoint keys.
     pub fn new(vb: VarBuilder, cfg: &DiffusionConfig) -> candle::Result<Self> {
         let inner = cfg.channels[0];
         let emb_dim = 4 * inner;

@@ -3,12 +3,12 @@
 //! the restorer-only model artifact.
 
 pub mod checkpoint;
+mod control;
 pub mod ema;
 pub mod optim;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,6 +27,7 @@ use crate::quality::{self, Channel};
 use crate::runlog::{MetricLog, MetricPoint, Split};
 use crate::{Error, Result};
 
+pub use control::{Control, Event, StopReason};
 pub use ema::Ema;
 pub use optim::Adam;
 
@@ -68,96 +69,6 @@ pub struct TrainSummary {
     pub artifact: Option<PathBuf>,
     /// Set when [`Control::stop`] ended the run before `steps` (after a checkpoint).
     pub stopped: Option<StopReason>,
-}
-
-/// Why a run was asked to stop early (stored in [`Control::stop`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[repr(u8)]
-pub enum StopReason {
-    /// Keep running.
-    None = 0,
-    /// The user cancelled the job.
-    Cancel = 1,
-    /// The process is shutting down; the job resumes from the checkpoint on the next start.
-    Shutdown = 2,
-    /// The run's lease ended (another server may have taken the job over): stop at once and
-    /// write nothing more — no checkpoint, no export.
-    Lost = 3,
-}
-
-impl StopReason {
-    fn from_u8(v: u8) -> Self {
-        match v {
-            1 => Self::Cancel,
-            2 => Self::Shutdown,
-            3 => Self::Lost,
-            _ => Self::None,
-        }
-    }
-}
-
-/// What a run reports to whoever drives it (the job manager), in order.
-#[derive(Debug, Clone)]
-pub enum Event {
-    /// Data loaded, networks built; steps `start_step + 1 ..= total` follow.
-    Started { start_step: u64, total: u64 },
-    /// A step finished; `points` were appended to the metric log (validation points included).
-    Step {
-        step: u64,
-        total: u64,
-        /// Seconds this step took (data wait, forward, backward, update, logging).
-        seconds: f64,
-        /// Mean seconds per step over this invocation (validation and checkpoints excluded).
-        seconds_per_step: f64,
-        points: Vec<MetricPoint>,
-    },
-    /// A checkpoint was written (and `pruned` ones removed).
-    Checkpoint {
-        step: u64,
-        dir: PathBuf,
-        metrics: BTreeMap<String, f64>,
-        pruned: Vec<u64>,
-    },
-}
-
-/// How a caller steers a run from another thread: a stop flag checked at every step boundary,
-/// a lease fence, and a bounded channel of [`Event`]s (the run blocks when it is full).
-#[derive(Clone)]
-pub struct Control {
-    pub stop: Arc<AtomicU8>,
-    pub events: tokio::sync::mpsc::Sender<Event>,
-    /// Unix ms after which the run may no longer write (0 = never): past it the run stops as
-    /// [`StopReason::Lost`] before its next step, checkpoint or export. The job manager moves
-    /// it forward each time it renews the job's lease.
-    pub fence_ms: Arc<AtomicI64>,
-}
-
-impl Control {
-    pub fn stop_reason(&self) -> StopReason {
-        let fence = self.fence_ms.load(Ordering::Acquire);
-        if fence > 0 && unix_ms() >= fence {
-            return StopReason::Lost;
-        }
-        StopReason::from_u8(self.stop.load(Ordering::Acquire))
-    }
-
-    fn lost(control: Option<&Control>) -> bool {
-        control.is_some_and(|c| c.stop_reason() == StopReason::Lost)
-    }
-
-    fn send(&self, event: Event) {
-        // A receiver that went away only means nobody listens any more; the run goes on.
-        let _ = self.events.blocking_send(event);
-    }
-}
-
-impl std::fmt::Debug for Control {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Control")
-            .field("stop", &self.stop_reason())
-            .finish_non_exhaustive()
-    }
 }
 
 impl TrainSummary {
@@ -427,30 +338,144 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     let ckpt_root = out.join("checkpoints");
 
     // 1. Networks, optimizer, EMA (fresh, or from the newest checkpoint).
-    let diffusion_cfg = spec
-        .method
-        .uses_diffusion()
-        .then(|| spec.diffusion.resolve())
+    let state = State::fresh_or_resumed(spec, &arch, &device, &ckpt_root, opts.resume)?;
+    let spec_path = out.join("spec.toml");
+    std::fs::write(&spec_path, spec.to_toml()).map_err(|e| Error::io(&spec_path, e))?;
+
+    // 2. Data: training folders feed the loader thread; validation pairs stay here.
+    let data = Arc::new(TrainData::load(&spec.data, spec.range())?);
+    let val = spec
+        .data
+        .val
+        .as_ref()
+        .map(|v| PairedFolder::load_spec(v, crate::quality::SSIM_WINDOW))
         .transpose()?;
-    let model = Model::new(&arch, diffusion_cfg.as_ref(), spec.seed, &device)?;
-    if spec.restorer.init == RestorerInit::Identity {
-        model.zero_restorer_head()?;
+    let start_step = state.start_step;
+    let loader = Loader::spawn(
+        data,
+        spec.seed,
+        start_step + 1..spec.steps + 1,
+        spec.data.batch,
+        spec.data.prefetch,
+    );
+    let control = opts.control.as_ref();
+    if let Some(c) = control {
+        c.send(Event::Started {
+            start_step,
+            total: spec.steps,
+        });
     }
-    let mut opt = Adam::new(model.trainable(), spec.optimizer.clone())?;
-    if let Some(lr) = spec.optimizer.diffusion_lr {
-        opt = opt.with_lr(&format!("{DIFFUSION}."), lr);
+    let mut steps = Steps {
+        spec,
+        device: &device,
+        objective: Objective::from_spec(spec.method, &spec.loss, &spec.diffusion)?,
+        loader,
+        log: MetricLog::open(out.join("metrics.jsonl"), opts.resume)?,
+        val,
+        tiling: (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile)),
+        control,
+        saver: Saver {
+            root: &ckpt_root,
+            spec,
+            control,
+        },
+        bar: progress_bar(spec.steps, start_step, opts.progress),
+        final_loss: f64::NAN,
+        step_time: std::time::Duration::ZERO,
+        saved_step: start_step,
+        ran: 0,
+        state,
+    };
+
+    // 3. The step loop.
+    let mut stopped = None;
+    for step in start_step + 1..=spec.steps {
+        if let Some(reason) = steps.step(step)? {
+            stopped = Some(reason);
+            break;
+        }
     }
-    let mut ema = Ema::new(opt.params(), spec.ema.decay)?;
-    let mut start_step = 0;
-    let mut resumed_metrics = BTreeMap::new();
-    if opts.resume {
-        let dir = checkpoint::latest(&ckpt_root)?.ok_or_else(|| {
+    steps.bar.finish_and_clear();
+    if Control::lost(control) {
+        stopped = Some(StopReason::Lost); // no export either
+    }
+    let summary = |artifact| TrainSummary {
+        steps: spec.steps,
+        start_step,
+        final_loss: steps.final_loss,
+        seconds_per_step: steps.step_time.as_secs_f64() / steps.ran.max(1) as f64,
+        metrics: steps.state.metrics.clone(),
+        artifact,
+        stopped,
+    };
+    if stopped.is_some() {
+        return Ok(summary(None));
+    }
+
+    // 4. Export the restorer alone; 5. draw the curves.
+    let dir = export_run(spec, opts, &arch, &steps.state)?;
+    Ok(summary(Some(dir)))
+}
+
+/// The networks, their optimizer and EMA, where the run starts, and the latest metrics.
+struct State {
+    model: Model,
+    opt: Adam,
+    ema: Ema,
+    start_step: u64,
+    metrics: BTreeMap<String, f64>,
+}
+
+impl State {
+    /// Fresh networks, or with `resume` the newest checkpoint under `ckpt_root` (which must
+    /// exist and come from the same spec). A fresh run refuses a folder that holds checkpoints.
+    fn fresh_or_resumed(
+        spec: &JobSpec,
+        arch: &ArchConfig,
+        device: &Device,
+        ckpt_root: &Path,
+        resume: bool,
+    ) -> Result<Self> {
+        let diffusion_cfg = spec
+            .method
+            .uses_diffusion()
+            .then(|| spec.diffusion.resolve())
+            .transpose()?;
+        let model = Model::new(arch, diffusion_cfg.as_ref(), spec.seed, device)?;
+        if spec.restorer.init == RestorerInit::Identity {
+            model.zero_restorer_head()?;
+        }
+        let mut opt = Adam::new(model.trainable(), spec.optimizer.clone())?;
+        if let Some(lr) = spec.optimizer.diffusion_lr {
+            opt = opt.with_lr(&format!("{DIFFUSION}."), lr);
+        }
+        let ema = Ema::new(opt.params(), spec.ema.decay)?;
+        let mut state = Self {
+            model,
+            opt,
+            ema,
+            start_step: 0,
+            metrics: BTreeMap::new(),
+        };
+        if resume {
+            state.resume(spec, device, ckpt_root)?;
+        } else if checkpoint::latest(ckpt_root)?.is_some() {
+            return Err(Error::checkpoint(format!(
+                "{} already holds checkpoints; pass --resume to continue or choose another --out",
+                ckpt_root.display()
+            )));
+        }
+        Ok(state)
+    }
+
+    fn resume(&mut self, spec: &JobSpec, device: &Device, ckpt_root: &Path) -> Result<()> {
+        let dir = checkpoint::latest(ckpt_root)?.ok_or_else(|| {
             Error::checkpoint(format!(
                 "--resume given but {} holds no checkpoint",
                 ckpt_root.display()
             ))
         })?;
-        let loaded = checkpoint::load(&dir, &device)?;
+        let loaded = checkpoint::load(&dir, device)?;
         if let Some(key) = resume_mismatch(&loaded.meta.spec, spec) {
             return Err(Error::checkpoint(format!(
                 "{} was trained with a different `{key}`; resuming needs the same spec (only \
@@ -467,77 +492,60 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             )));
         }
         let in_ckpt = |e: Error| Error::checkpoint(format!("{}: {e}", dir.display()));
-        model.load_tensors(loaded.model).map_err(in_ckpt)?;
-        opt.load_state(loaded.optim, loaded.meta.step)
+        self.model.load_tensors(loaded.model).map_err(in_ckpt)?;
+        self.opt
+            .load_state(loaded.optim, loaded.meta.step)
             .map_err(in_ckpt)?;
-        ema.load(loaded.ema).map_err(in_ckpt)?;
-        resumed_metrics = loaded.meta.metrics;
-        start_step = loaded.meta.step;
-        tracing::info!(checkpoint = %dir.display(), step = start_step, "resuming");
-    } else if checkpoint::latest(&ckpt_root)?.is_some() {
-        return Err(Error::checkpoint(format!(
-            "{} already holds checkpoints; pass --resume to continue or choose another --out",
-            ckpt_root.display()
-        )));
+        self.ema.load(loaded.ema).map_err(in_ckpt)?;
+        self.metrics = loaded.meta.metrics;
+        self.start_step = loaded.meta.step;
+        tracing::info!(checkpoint = %dir.display(), step = self.start_step, "resuming");
+        Ok(())
     }
-    let spec_path = out.join("spec.toml");
-    std::fs::write(&spec_path, spec.to_toml()).map_err(|e| Error::io(&spec_path, e))?;
+}
 
-    // 2. Data: training folders feed the loader thread; validation pairs stay here.
-    let data = Arc::new(TrainData::load(&spec.data, spec.range())?);
-    let val = spec
-        .data
-        .val
-        .as_ref()
-        .map(|v| PairedFolder::load_spec(v, crate::quality::SSIM_WINDOW))
-        .transpose()?;
-    let tiling = (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile));
-    let mut loader = Loader::spawn(
-        data,
-        spec.seed,
-        start_step + 1..spec.steps + 1,
-        spec.data.batch,
-        spec.data.prefetch,
+/// A progress bar at `start` of `total` steps on stderr, or a hidden one.
+fn progress_bar(total: u64, start: u64, show: bool) -> indicatif::ProgressBar {
+    if !show {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
+        )
+        .expect("valid template. This is a bug."),
     );
-    let objective = Objective::from_spec(spec.method, &spec.loss, &spec.diffusion)?;
-    let mut log = MetricLog::open(out.join("metrics.jsonl"), opts.resume)?;
-    let control = opts.control.as_ref();
-    if let Some(c) = control {
-        c.send(Event::Started {
-            start_step,
-            total: spec.steps,
-        });
-    }
+    bar.set_position(start);
+    bar.reset_eta();
+    bar
+}
 
-    let bar = if opts.progress {
-        let bar = indicatif::ProgressBar::new(spec.steps);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {per_sec} ETA {eta} {msg}",
-            )
-            .expect("valid template. This is a bug."),
-        );
-        bar.set_position(start_step);
-        bar.reset_eta();
-        bar
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+/// The step loop's context and running totals.
+struct Steps<'a> {
+    spec: &'a JobSpec,
+    device: &'a Device,
+    objective: Objective,
+    loader: Loader,
+    log: MetricLog,
+    val: Option<PairedFolder>,
+    tiling: Option<Tiling>,
+    control: Option<&'a Control>,
+    saver: Saver<'a>,
+    bar: indicatif::ProgressBar,
+    state: State,
+    final_loss: f64,
+    /// Time in optimizer steps (validation and checkpoints excluded) and how many ran.
+    step_time: std::time::Duration,
+    ran: u64,
+    saved_step: u64,
+}
 
-    let saver = Saver {
-        root: &ckpt_root,
-        spec,
-        control,
-    };
-
-    // 3. The step loop.
-    let mut latest_metrics = resumed_metrics;
-    let mut final_loss = f64::NAN;
-    let mut step_time = std::time::Duration::ZERO;
-    let mut saved_step = start_step;
-    let mut stopped = None;
-    let mut ran = 0u64;
-    for step in start_step + 1..=spec.steps {
+impl Steps<'_> {
+    /// Runs step `step`: the stop check at its boundary, the optimizer step, its metric
+    /// points, validation and the checkpoint when due. `Some(reason)` ends the run.
+    fn step(&mut self, step: u64) -> Result<Option<StopReason>> {
+        let (spec, control) = (self.spec, self.control);
         // Step boundary: a stop request checkpoints what is done and ends the run.
         let reason = control.map_or(StopReason::None, Control::stop_reason);
         if reason == StopReason::Lost {
@@ -545,71 +553,44 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 step = step - 1,
                 "the job's lease ended; stopping without writing"
             );
-            stopped = Some(reason);
-            break;
+            return Ok(Some(reason));
         }
         if reason != StopReason::None {
-            if saved_step != step - 1 || checkpoint::latest(&ckpt_root)?.is_none() {
-                saver.save(step - 1, &latest_metrics, &model, &ema, &opt)?;
+            if self.saved_step != step - 1 || checkpoint::latest(self.saver.root)?.is_none() {
+                self.save(step - 1)?;
             }
             tracing::info!(step = step - 1, ?reason, "stopping at a step boundary");
-            stopped = Some(reason);
-            break;
+            return Ok(Some(reason));
         }
         let t0 = Instant::now();
-        let batch = to_device(loader.next_batch()?, &device)?;
-        debug_assert_eq!(batch.step, step);
-        // The diffusion draws of a step come from their own stream, so resume stays exact.
-        let mut rng = crate::data::loader::step_rng(spec.seed ^ DIFFUSION_SEED_SALT, step);
-        let outp = objective.step(model.nets(), &batch, &mut rng)?;
-        let grads = outp.loss.backward()?;
-        opt.set_lr_scale(spec.optimizer.lr_factor(step, spec.steps));
-        opt.step(&grads)?;
-        ema.update(opt.params(), step)?;
-        final_loss = outp.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-        if !final_loss.is_finite() {
-            return Err(Error::invalid_input(format!(
-                "loss became {final_loss} at step {step}; lower optimizer.lr"
-            )));
-        }
+        let scalars = self.optimize(step)?;
         if Control::lost(control) {
             // The lease ended during the step: its result is not ours to log.
             tracing::warn!(
                 step,
                 "the job's lease ended; stopping without logging the step"
             );
-            stopped = Some(StopReason::Lost);
-            break;
+            return Ok(Some(StopReason::Lost));
         }
         let mut points = Vec::new();
-        for (name, v) in &outp.scalars {
-            let v = v.to_dtype(DType::F64)?.to_scalar::<f64>()?;
-            points.extend(log.push(step, name, Split::Train, v)?);
+        for (name, v) in &scalars {
+            points.extend(self.log.push(step, name, Split::Train, *v)?);
         }
         let seconds = t0.elapsed();
-        step_time += seconds;
-        ran += 1;
-        latest_metrics.insert("train/loss".to_string(), final_loss);
-        bar.set_message(format!("loss {final_loss:.5}"));
-        bar.inc(1);
+        self.step_time += seconds;
+        self.ran += 1;
+        self.state
+            .metrics
+            .insert("train/loss".to_string(), self.final_loss);
+        self.bar.set_message(format!("loss {:.5}", self.final_loss));
+        self.bar.inc(1);
 
         let last = step == spec.steps;
-        let every = |n: u64| n > 0 && step % n == 0;
-        if let Some(val) = &val {
-            if last || every(spec.validation.every) {
-                let m = validate(&model.restorer, spec.range(), val, &device, tiling)?;
-                if Control::lost(control) {
-                    stopped = Some(StopReason::Lost);
-                    break;
-                }
-                for (k, v) in &m {
-                    points.extend(log.push(step, k, Split::Val, *v)?);
-                    latest_metrics.insert(format!("val/{k}"), *v);
-                }
-                bar.println(format!(
-                    "step {step}: val psnr {:.3} dB, ssim {:.4}, de-biased {:.3} dB, cast {:.2}/255",
-                    m["psnr"], m["ssim"], m["psnr_debiased"], m["cast"]
-                ));
+        let every = |n: u64| n > 0 && step.is_multiple_of(n);
+        if self.val.is_some() && (last || every(spec.validation.every)) {
+            points.extend(self.validate(step)?);
+            if Control::lost(control) {
+                return Ok(Some(StopReason::Lost));
             }
         }
         if let Some(c) = control {
@@ -617,40 +598,97 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
                 step,
                 total: spec.steps,
                 seconds: seconds.as_secs_f64(),
-                seconds_per_step: step_time.as_secs_f64() / ran as f64,
+                seconds_per_step: self.step_time.as_secs_f64() / self.ran as f64,
                 points,
             });
         }
         if Control::lost(control) {
             tracing::warn!(step, "the job's lease ended; stopping without a checkpoint");
-            stopped = Some(StopReason::Lost);
-            break;
+            return Ok(Some(StopReason::Lost));
         }
         if last || every(spec.checkpoint.every) {
-            saver.save(step, &latest_metrics, &model, &ema, &opt)?;
-            saved_step = step;
+            self.save(step)?;
+            self.saved_step = step;
         }
-    }
-    bar.finish_and_clear();
-    if Control::lost(control) {
-        stopped = Some(StopReason::Lost); // no export either
-    }
-    let seconds_per_step = step_time.as_secs_f64() / ran.max(1) as f64;
-    let summary = |artifact| TrainSummary {
-        steps: spec.steps,
-        start_step,
-        final_loss,
-        seconds_per_step,
-        metrics: latest_metrics.clone(),
-        artifact,
-        stopped,
-    };
-    if stopped.is_some() {
-        return Ok(summary(None));
+        Ok(None)
     }
 
-    // 4. Export the restorer alone.
-    let weights = model.restorer_tensors((spec.export.weights == Weights::Ema).then_some(&ema));
+    /// Forward, backward, Adam and EMA on the step's batch; the step's scalars by name.
+    fn optimize(&mut self, step: u64) -> Result<Vec<(String, f64)>> {
+        let spec = self.spec;
+        let batch = to_device(self.loader.next_batch()?, self.device)?;
+        debug_assert_eq!(batch.step, step);
+        // The diffusion draws of a step come from their own stream, so resume stays exact.
+        let mut rng = crate::data::loader::step_rng(spec.seed ^ DIFFUSION_SEED_SALT, step);
+        let State {
+            model, opt, ema, ..
+        } = &mut self.state;
+        let outp = self.objective.step(model.nets(), &batch, &mut rng)?;
+        let grads = outp.loss.backward()?;
+        opt.set_lr_scale(spec.optimizer.lr_factor(step, spec.steps));
+        opt.step(&grads)?;
+        ema.update(opt.params(), step)?;
+        self.final_loss = outp.loss.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+        if !self.final_loss.is_finite() {
+            return Err(Error::invalid_input(format!(
+                "loss became {} at step {step}; lower optimizer.lr",
+                self.final_loss
+            )));
+        }
+        outp.scalars
+            .iter()
+            .map(|(name, v)| {
+                Ok((
+                    name.to_string(),
+                    v.to_dtype(DType::F64)?.to_scalar::<f64>()?,
+                ))
+            })
+            .collect()
+    }
+
+    /// Validates the restorer, logs the metrics (points returned) and prints one line.
+    fn validate(&mut self, step: u64) -> Result<Vec<MetricPoint>> {
+        let val = self.val.as_ref().expect("validate is called with data.val");
+        let m = validate(
+            &self.state.model.restorer,
+            self.spec.range(),
+            val,
+            self.device,
+            self.tiling,
+        )?;
+        let mut points = Vec::new();
+        if Control::lost(self.control) {
+            return Ok(points);
+        }
+        for (k, v) in &m {
+            points.extend(self.log.push(step, k, Split::Val, *v)?);
+            self.state.metrics.insert(format!("val/{k}"), *v);
+        }
+        self.bar.println(format!(
+            "step {step}: val psnr {:.3} dB, ssim {:.4}, de-biased {:.3} dB, cast {:.2}/255",
+            m["psnr"], m["ssim"], m["psnr_debiased"], m["cast"]
+        ));
+        Ok(points)
+    }
+
+    fn save(&self, step: u64) -> Result<()> {
+        let s = &self.state;
+        self.saver.save(step, &s.metrics, &s.model, &s.ema, &s.opt)
+    }
+}
+
+/// Exports the restorer of a finished run as `out/model` and draws `out/curves.png` (a
+/// drawing failure is logged and never fails a finished run).
+fn export_run(
+    spec: &JobSpec,
+    opts: &TrainOptions,
+    arch: &ArchConfig,
+    state: &State,
+) -> Result<PathBuf> {
+    let out = &opts.out;
+    let weights = state
+        .model
+        .restorer_tensors((spec.export.weights == Weights::Ema).then_some(&state.ema));
     let dir = out.join("model");
     artifact::export(
         &dir,
@@ -661,20 +699,18 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
             weights: spec.export.weights,
             range: spec.range(),
             step: spec.steps,
-            metrics: latest_metrics.clone(),
+            metrics: state.metrics.clone(),
             source_spec: Some(spec.clone()),
             source_job: opts.job_id.clone(),
         },
     )?;
-
-    // 5. Curves of the whole run; a drawing failure is logged and never fails a finished run.
     let curves = out.join("curves.png");
     if let Err(e) = crate::runlog::curves::Run::load(&spec.name, out)
         .and_then(|run| crate::runlog::curves::training_curves(&[run], None, &curves))
     {
         tracing::warn!("could not draw {}: {e}", curves.display());
     }
-    Ok(summary(Some(dir)))
+    Ok(dir)
 }
 
 /// Exports the restorer of a checkpoint directory as a model artifact.

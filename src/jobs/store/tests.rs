@@ -91,6 +91,8 @@ fn store_urls_parse_and_hide_passwords() {
 }
 
 #[test]
+/// ~140 lines: one store walked through a job's whole life, each step checked on the state
+/// the step before left.
 fn request_ids_pages_states_leases_points_and_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(&dir.path().join("jobs.db")).unwrap();
