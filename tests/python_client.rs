@@ -98,3 +98,51 @@ fn python_grpc_client_submits_and_streams() {
         server.log_text()
     );
 }
+
+/// Clients that still speak reflection v1alpha (grpcio-reflection's Python client, older
+/// grpcurl) list every service and resolve a symbol.
+#[test]
+fn python_reflection_v1alpha_lists_every_service() {
+    let Some(python) = python("python_reflection_v1alpha_lists_every_service") else {
+        return;
+    };
+    let probe = Command::new(&python)
+        .args(["-c", "import grpc_reflection.v1alpha.reflection_pb2_grpc"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP python_reflection_v1alpha_lists_every_service: `{python}` cannot import \
+             grpc_reflection (pip install grpcio-reflection; .ci/run does)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(&models).unwrap();
+    let server = common::server::Server::start(
+        &tmp.path().join("data"),
+        &["--model-dir", models.to_str().unwrap()],
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/reflection_v1alpha.py"))
+        .arg(server.addr.trim_start_matches("http://"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "reflection v1alpha failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each reflection version lists itself (tonic's services do; v1 is checked in service.rs).
+    for service in [
+        "grpc.health.v1.Health",
+        "grpc.reflection.v1alpha.ServerReflection",
+        "noiseda.v1.Models",
+        "noiseda.v1.Restore",
+        "noiseda.v1.Training",
+    ] {
+        assert!(stdout.contains(service), "{service} not listed: {stdout}");
+    }
+}

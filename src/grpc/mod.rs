@@ -114,11 +114,16 @@ fn router(
     keys: Option<auth::ApiKeys>,
     tls: Option<tonic::transport::ServerTlsConfig>,
 ) -> Result<Router> {
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| Error::invalid_input(format!("reflection: {e}")))?;
+    // Reflection in both versions: v1, and v1alpha for the clients that still ask for it
+    // (grpcio-reflection's Python client, older grpcurl and GUI clients).
+    let descriptors = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_error = |e| Error::invalid_input(format!("reflection: {e}"));
+    let reflection = descriptors().build_v1().map_err(reflection_error)?;
+    let reflection_v1alpha = descriptors().build_v1alpha().map_err(reflection_error)?;
     let limit = cfg.network.payload_limit;
     let training = parts.manager.as_ref().map(|m| {
         pb::training_server::TrainingServer::new(training::TrainingService::new(
@@ -146,6 +151,7 @@ fn router(
         .layer(auth::AuthLayer::new(keys))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_optional_service(training)
         .add_optional_service(restore_svc)
         .add_optional_service(models_svc))
