@@ -146,3 +146,145 @@ fn python_reflection_v1alpha_lists_every_service() {
         assert!(stdout.contains(service), "{service} not listed: {stdout}");
     }
 }
+
+/// Through tritonclient (NVIDIA's client of the Open Inference Protocol, `inference.
+/// GRPCInferenceService`): health, metadata, and ModelInfer on UINT8 batches of 1 and 4 equal
+/// `noiseda.v1.Restore` with RAW_U8 byte for byte, FP32 within 1e-6, bad requests get
+/// INVALID_ARGUMENT / NOT_FOUND naming the field.
+#[test]
+fn tritonclient_infers_like_the_native_restore() {
+    let Some(python) = python("tritonclient_infers_like_the_native_restore") else {
+        return;
+    };
+    let probe = Command::new(&python)
+        .args(["-c", "import tritonclient.grpc, numpy"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP tritonclient_infers_like_the_native_restore: `{python}` cannot import \
+             tritonclient.grpc (pip install 'tritonclient[grpc]'; .ci/run does)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
+    let summary = noiseda::train::run(
+        &common::tiny_spec(&clean, 2, 0),
+        &noiseda::train::TrainOptions {
+            out: tmp.path().join("run"),
+            resume: false,
+            progress: false,
+            control: None,
+            job_id: None,
+        },
+    )
+    .unwrap();
+    let models = tmp.path().join("models");
+    std::fs::create_dir_all(models.join("tiny")).unwrap();
+    for f in ["model.safetensors", "manifest.json"] {
+        std::fs::copy(
+            summary.model_dir().unwrap().join(f),
+            models.join("tiny").join(f),
+        )
+        .unwrap();
+    }
+    let server = common::server::Server::start(
+        &tmp.path().join("data"),
+        &["--role", "restore", "--model-dir", models.to_str().unwrap()],
+    );
+    let out_dir = tmp.path().join("triton");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/triton_client.py"))
+        .arg(server.addr.trim_start_matches("http://"))
+        .arg("tiny")
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.starts_with("ok"),
+        "tritonclient failed:\n{stdout}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_text()
+    );
+
+    // The same images through noiseda.v1.Restore, raw in and out.
+    let (h, w) = (36usize, 40usize);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // One image per call (the batched tritonclient request is compared image by image).
+    let restore =
+        |data: &[u8], pixel: noiseda::pb::PixelType, format: noiseda::pb::OutputFormat| {
+            let images = vec![noiseda::pb::ImageInput {
+                image: Some(noiseda::pb::image_input::Image::Raw(
+                    noiseda::pb::RawImage {
+                        data: data.to_vec(),
+                        height: h as u32,
+                        width: w as u32,
+                        channels: 3,
+                        pixel_type: pixel as i32,
+                    },
+                )),
+            }];
+            rt.block_on(async {
+                let mut c = noiseda::client::restore_client(&server.addr).await.unwrap();
+                c.restore(noiseda::pb::RestoreRequest {
+                    images,
+                    model: "tiny".into(),
+                    output_format: format as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .images
+                .into_iter()
+                .flat_map(|i| i.data)
+                .collect::<Vec<u8>>()
+            })
+        };
+    for name in ["u8-1", "u8-4"] {
+        let input = std::fs::read(out_dir.join(format!("{name}.in"))).unwrap();
+        let triton = std::fs::read(out_dir.join(format!("{name}.out"))).unwrap();
+        let native: Vec<u8> = input
+            .chunks(h * w * 3)
+            .flat_map(|img| {
+                restore(
+                    img,
+                    noiseda::pb::PixelType::U8,
+                    noiseda::pb::OutputFormat::RawU8,
+                )
+            })
+            .collect();
+        assert_eq!(triton.len(), native.len(), "{name}");
+        assert!(
+            triton == native,
+            "{name}: tritonclient's output differs from Restore's"
+        );
+    }
+    let input = std::fs::read(out_dir.join("u8-1.in")).unwrap();
+    let f32_in: Vec<u8> = input
+        .iter()
+        .flat_map(|&v| (v as f32 / 255.0).to_le_bytes())
+        .collect();
+    let native = restore(
+        &f32_in,
+        noiseda::pb::PixelType::F32,
+        noiseda::pb::OutputFormat::RawF32,
+    );
+    let triton = std::fs::read(out_dir.join("f32-1.out")).unwrap();
+    assert_eq!(triton.len(), native.len());
+    let max = triton
+        .chunks(4)
+        .zip(native.chunks(4))
+        .map(|(a, b)| {
+            let (a, b) = (
+                f32::from_le_bytes(a.try_into().unwrap()),
+                f32::from_le_bytes(b.try_into().unwrap()),
+            );
+            (a - b).abs()
+        })
+        .fold(0f32, f32::max);
+    assert!(max <= 1e-6, "FP32 differs by {max}");
+}

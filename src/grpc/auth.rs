@@ -48,6 +48,12 @@ impl Scope {
                 "ListModels" | "ServerInfo" => Scope::Restore,
                 _ => Scope::Models,
             }),
+            // The Open Inference Protocol: its liveness/readiness are health checks (open),
+            // the rest is restoring.
+            "inference.GRPCInferenceService" => match method {
+                "ServerLive" | "ServerReady" => None,
+                _ => Some(Scope::Restore),
+            },
             _ => None,
         }
     }

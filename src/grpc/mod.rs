@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod config;
 pub mod convert;
+pub mod inference;
 pub mod prometheus;
 pub mod restore;
 pub mod status;
@@ -133,12 +134,12 @@ fn router(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
     });
-    let (restore_svc, models_svc) = match &parts.registry {
+    let (restore_svc, models_svc, inference_svc) = match &parts.registry {
         Some(r) => {
-            let (restore, models) = restore_services(cfg, r, parts);
-            (Some(restore), Some(models))
+            let (restore, models, inference) = restore_services(cfg, r, parts);
+            (Some(restore), Some(models), Some(inference))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -154,7 +155,8 @@ fn router(
         .add_service(reflection_v1alpha)
         .add_optional_service(training)
         .add_optional_service(restore_svc)
-        .add_optional_service(models_svc))
+        .add_optional_service(models_svc)
+        .add_optional_service(inference_svc))
 }
 
 /// The sockets a server answers on: gRPC and the Prometheus `GET /metrics`.
@@ -400,23 +402,30 @@ async fn start_registry(
 
 type RestoreServer = pb::restore_server::RestoreServer<restore::RestoreService>;
 type ModelsServer = pb::models_server::ModelsServer<restore::ModelsService>;
+type InferenceServer = pb::inference::grpc_inference_service_server::GrpcInferenceServiceServer<
+    inference::InferenceService,
+>;
 
-/// The Restore and Models gRPC services over `registry`.
+/// The Restore, Models and Open Inference Protocol gRPC services over `registry`.
 fn restore_services(
     cfg: &ServerConfig,
     registry: &Arc<Registry>,
     parts: &Parts,
-) -> (RestoreServer, ModelsServer) {
+) -> (RestoreServer, ModelsServer, InferenceServer) {
     let limit = cfg.network.payload_limit;
     let info = convert::server_info(cfg);
-    let restore = pb::restore_server::RestoreServer::new(restore::RestoreService::new(
+    let service = restore::RestoreService::new(
         registry.clone(),
         cfg.restore.limits,
         parts.prom.clone(),
         parts.shutdown_rx.clone(),
-    ))
-    .max_decoding_message_size(limit)
-    .max_encoding_message_size(limit);
+    );
+    let inference = InferenceServer::new(inference::InferenceService::new(service.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let restore = pb::restore_server::RestoreServer::new(service)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
     let models = pb::models_server::ModelsServer::new(restore::ModelsService::new(
         registry.clone(),
         info,
@@ -425,7 +434,7 @@ fn restore_services(
     ))
     .max_decoding_message_size(limit)
     .max_encoding_message_size(limit);
-    (restore, models)
+    (restore, models, inference)
 }
 
 /// Resolves when `stop` has resolved and the drain is done: readiness off, streams told to

@@ -106,7 +106,7 @@ impl Prom {
             )
             .expect("valid"),
         );
-        for method in ["Restore", "RestoreStream"] {
+        for method in ["Restore", "RestoreStream", "ModelInfer"] {
             for code in [
                 "Ok",
                 "InvalidArgument",

@@ -52,6 +52,34 @@ impl RestoreService {
     }
 }
 
+impl RestoreService {
+    /// One request through the Restore path as a unary call (`method` labels its Prometheus
+    /// series): refused while draining, else admitted now or RESOURCE_EXHAUSTED.
+    pub(super) async fn restore_once(
+        &self,
+        req: pb::RestoreRequest,
+        meta: &tonic::metadata::MetadataMap,
+        method: &str,
+    ) -> Result<pb::RestoreResponse> {
+        let deadline = deadline(meta);
+        let r = if *self.shutdown.borrow() {
+            Err(Error::unavailable("the server is shutting down"))
+        } else {
+            self.inner.handle(req, deadline, Admission::Now).await
+        };
+        self.inner.prom.request(method, code_of(&r));
+        r
+    }
+
+    pub(super) fn registry(&self) -> &Arc<Registry> {
+        &self.inner.registry
+    }
+
+    pub(super) fn draining(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
 /// How a request waits for room in the queue.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Admission {
@@ -233,17 +261,10 @@ impl pb::restore_server::Restore for RestoreService {
         &self,
         req: Request<pb::RestoreRequest>,
     ) -> Result<Response<pb::RestoreResponse>, Status> {
-        let deadline = deadline(req.metadata());
         // Draining: calls that arrive on open connections are refused; those already
         // admitted finish within the grace period.
-        let r = if *self.shutdown.borrow() {
-            Err(Error::unavailable("the server is shutting down"))
-        } else {
-            self.inner
-                .handle(req.into_inner(), deadline, Admission::Now)
-                .await
-        };
-        self.inner.prom.request("Restore", code_of(&r));
+        let meta = req.metadata().clone();
+        let r = self.restore_once(req.into_inner(), &meta, "Restore").await;
         Ok(Response::new(r?))
     }
 

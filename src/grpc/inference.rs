@@ -1,0 +1,301 @@
+//! The Open Inference Protocol (KServe v2) gRPC service, `inference.GRPCInferenceService`, as
+//! tritonclient and KServe call it: every loaded restorer is a model, and ModelInfer is turned
+//! into a `noiseda.v1.Restore` request and goes through the same path (limits, admission,
+//! batcher, deadlines, API-key scope, Prometheus series) — one path, two protocols.
+
+use tonic::{Request, Response, Status};
+
+use super::restore::RestoreService;
+use crate::pb;
+use crate::pb::inference as kserve;
+use crate::{Error, Result};
+
+/// The one input and the one output tensor of every model.
+pub const INPUT: &str = "INPUT";
+pub const OUTPUT: &str = "OUTPUT";
+
+/// Pixel types a request may send (and gets back): bytes 0–255, or float32 in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Datatype {
+    Uint8,
+    Fp32,
+}
+
+impl Datatype {
+    fn parse(s: &str) -> Result<Self> {
+        match s {
+            "UINT8" => Ok(Self::Uint8),
+            "FP32" => Ok(Self::Fp32),
+            other => Err(Error::invalid(
+                "inputs[0].datatype",
+                format!("`{other}` is not served: give UINT8 (0-255) or FP32 (0-1)"),
+            )),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Uint8 => "UINT8",
+            Self::Fp32 => "FP32",
+        }
+    }
+
+    fn bytes(self) -> usize {
+        match self {
+            Self::Uint8 => 1,
+            Self::Fp32 => 4,
+        }
+    }
+}
+
+/// The service over the Restore service it shares its path with.
+pub struct InferenceService {
+    restore: RestoreService,
+}
+
+impl InferenceService {
+    pub fn new(restore: RestoreService) -> Self {
+        Self { restore }
+    }
+}
+
+/// `(N, H, W, 3)` of the request's INPUT tensor, checked.
+fn image_shape(shape: &[i64]) -> Result<[usize; 4]> {
+    match shape {
+        &[n, h, w, 3] if n > 0 && h > 0 && w > 0 => Ok([n as usize, h as usize, w as usize, 3]),
+        _ => Err(Error::invalid(
+            "inputs[0].shape",
+            format!("must be [N, H, W, 3] (NHWC RGB) with N, H, W >= 1, got {shape:?}"),
+        )),
+    }
+}
+
+/// The INPUT tensor's bytes (little-endian), from `raw_input_contents` or the typed contents.
+fn input_bytes(req: &kserve::ModelInferRequest, dtype: Datatype, len: usize) -> Result<Vec<u8>> {
+    let want = len * dtype.bytes();
+    if let Some(raw) = req.raw_input_contents.first() {
+        if raw.len() != want {
+            return Err(Error::invalid(
+                "raw_input_contents[0]",
+                format!(
+                    "{} bytes, but shape and datatype {} need {want}",
+                    raw.len(),
+                    dtype.name()
+                ),
+            ));
+        }
+        return Ok(raw.clone());
+    }
+    let contents = req.inputs[0].contents.as_ref();
+    match dtype {
+        Datatype::Uint8 => {
+            let v = contents.map_or(&[][..], |c| &c.uint_contents[..]);
+            if v.len() != len {
+                return Err(Error::invalid(
+                    "inputs[0].contents.uint_contents",
+                    format!("{} values, but the shape needs {len}", v.len()),
+                ));
+            }
+            v.iter()
+                .map(|&x| {
+                    u8::try_from(x).map_err(|_| {
+                        Error::invalid(
+                            "inputs[0].contents.uint_contents",
+                            format!("{x} is not a UINT8 value"),
+                        )
+                    })
+                })
+                .collect()
+        }
+        Datatype::Fp32 => {
+            let v = contents.map_or(&[][..], |c| &c.fp32_contents[..]);
+            if v.len() != len {
+                return Err(Error::invalid(
+                    "inputs[0].contents.fp32_contents",
+                    format!("{} values, but the shape needs {len}", v.len()),
+                ));
+            }
+            Ok(v.iter().flat_map(|x| x.to_le_bytes()).collect())
+        }
+    }
+}
+
+/// A non-negative integer request parameter (`tile_size`, `tile_overlap`), 0 when absent.
+fn uint_parameter(req: &kserve::ModelInferRequest, key: &str) -> Result<u32> {
+    use kserve::infer_parameter::ParameterChoice;
+    let Some(p) = req.parameters.get(key) else {
+        return Ok(0);
+    };
+    let v = match p.parameter_choice {
+        Some(ParameterChoice::Int64Param(v)) => u32::try_from(v).ok(),
+        Some(ParameterChoice::Uint64Param(v)) => u32::try_from(v).ok(),
+        _ => None,
+    };
+    v.ok_or_else(|| {
+        Error::invalid(
+            format!("parameters.{key}"),
+            "must be a non-negative int64 or uint64 parameter",
+        )
+    })
+}
+
+/// The Restore request a ModelInfer request means: its N images, raw in and raw out in the
+/// request's datatype, tiling from its parameters.
+fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreRequest, Datatype)> {
+    let [input] = &req.inputs[..] else {
+        return Err(Error::invalid(
+            "inputs",
+            format!(
+                "give exactly one tensor `{INPUT}`, got {}",
+                req.inputs.len()
+            ),
+        ));
+    };
+    if input.name != INPUT {
+        return Err(Error::invalid(
+            "inputs[0].name",
+            format!("`{}`: the input tensor is `{INPUT}`", input.name),
+        ));
+    }
+    if let Some(o) = req.outputs.iter().find(|o| o.name != OUTPUT) {
+        return Err(Error::invalid(
+            "outputs",
+            format!("`{}`: the output tensor is `{OUTPUT}`", o.name),
+        ));
+    }
+    let dtype = Datatype::parse(&input.datatype)?;
+    let [n, h, w, c] = image_shape(&input.shape)?;
+    let per_image = h * w * c * dtype.bytes();
+    let bytes = input_bytes(req, dtype, n * h * w * c)?;
+    let pixel_type = match dtype {
+        Datatype::Uint8 => pb::PixelType::U8,
+        Datatype::Fp32 => pb::PixelType::F32,
+    };
+    let images = bytes
+        .chunks_exact(per_image)
+        .map(|data| pb::ImageInput {
+            image: Some(pb::image_input::Image::Raw(pb::RawImage {
+                data: data.to_vec(),
+                height: h as u32,
+                width: w as u32,
+                channels: 3,
+                pixel_type: pixel_type as i32,
+            })),
+        })
+        .collect();
+    let output_format = match dtype {
+        Datatype::Uint8 => pb::OutputFormat::RawU8,
+        Datatype::Fp32 => pb::OutputFormat::RawF32,
+    };
+    Ok((
+        pb::RestoreRequest {
+            images,
+            model: req.model_name.clone(),
+            version: req.model_version.clone(),
+            output_format: output_format as i32,
+            tile_size: uint_parameter(req, "tile_size")?,
+            tile_overlap: uint_parameter(req, "tile_overlap")?,
+            ..Default::default()
+        },
+        dtype,
+    ))
+}
+
+/// The ModelInfer answer: OUTPUT of the request's shape and datatype in one raw buffer.
+fn infer_response(
+    req: &kserve::ModelInferRequest,
+    resp: pb::RestoreResponse,
+    dtype: Datatype,
+) -> kserve::ModelInferResponse {
+    let shape = req.inputs[0].shape.clone();
+    let raw: Vec<u8> = resp.images.into_iter().flat_map(|i| i.data).collect();
+    kserve::ModelInferResponse {
+        model_name: resp.model,
+        model_version: resp.version,
+        id: req.id.clone(),
+        outputs: vec![kserve::model_infer_response::InferOutputTensor {
+            name: OUTPUT.into(),
+            datatype: dtype.name().into(),
+            shape,
+            ..Default::default()
+        }],
+        raw_output_contents: vec![raw],
+        ..Default::default()
+    }
+}
+
+fn tensor(name: &str) -> kserve::model_metadata_response::TensorMetadata {
+    kserve::model_metadata_response::TensorMetadata {
+        name: name.into(),
+        datatype: Datatype::Uint8.name().into(),
+        shape: vec![-1, -1, -1, 3],
+    }
+}
+
+#[tonic::async_trait]
+impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceService {
+    async fn server_live(
+        &self,
+        _: Request<kserve::ServerLiveRequest>,
+    ) -> Result<Response<kserve::ServerLiveResponse>, Status> {
+        Ok(Response::new(kserve::ServerLiveResponse { live: true }))
+    }
+
+    async fn server_ready(
+        &self,
+        _: Request<kserve::ServerReadyRequest>,
+    ) -> Result<Response<kserve::ServerReadyResponse>, Status> {
+        let ready = !self.restore.draining() && self.restore.registry().default_name().is_some();
+        Ok(Response::new(kserve::ServerReadyResponse { ready }))
+    }
+
+    async fn model_ready(
+        &self,
+        req: Request<kserve::ModelReadyRequest>,
+    ) -> Result<Response<kserve::ModelReadyResponse>, Status> {
+        let r = req.into_inner();
+        let ready =
+            !self.restore.draining() && self.restore.registry().get(&r.name, &r.version).is_ok();
+        Ok(Response::new(kserve::ModelReadyResponse { ready }))
+    }
+
+    async fn server_metadata(
+        &self,
+        _: Request<kserve::ServerMetadataRequest>,
+    ) -> Result<Response<kserve::ServerMetadataResponse>, Status> {
+        Ok(Response::new(kserve::ServerMetadataResponse {
+            name: "noiseda".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            extensions: Vec::new(),
+        }))
+    }
+
+    async fn model_metadata(
+        &self,
+        req: Request<kserve::ModelMetadataRequest>,
+    ) -> Result<Response<kserve::ModelMetadataResponse>, Status> {
+        let r = req.into_inner();
+        let served = self.restore.registry().get(&r.name, &r.version)?;
+        Ok(Response::new(kserve::ModelMetadataResponse {
+            name: served.name.clone(),
+            versions: vec![served.version.clone()],
+            platform: "noiseda".into(),
+            inputs: vec![tensor(INPUT)],
+            outputs: vec![tensor(OUTPUT)],
+        }))
+    }
+
+    async fn model_infer(
+        &self,
+        req: Request<kserve::ModelInferRequest>,
+    ) -> Result<Response<kserve::ModelInferResponse>, Status> {
+        let meta = req.metadata().clone();
+        let req = req.into_inner();
+        let (restore, dtype) = restore_request(&req)?;
+        let resp = self
+            .restore
+            .restore_once(restore, &meta, "ModelInfer")
+            .await?;
+        Ok(Response::new(infer_response(&req, resp, dtype)))
+    }
+}
