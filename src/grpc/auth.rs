@@ -408,6 +408,28 @@ impl Remote {
 mod tests {
     use super::*;
 
+    /// The Open Inference Protocol's health calls are open like grpc.health; the rest needs
+    /// the `restore` scope, as noiseda.v1.Restore does.
+    #[test]
+    fn inference_protocol_scopes() {
+        let svc = "/inference.GRPCInferenceService";
+        for open in ["ServerLive", "ServerReady"] {
+            assert_eq!(Scope::for_path(&format!("{svc}/{open}")), None, "{open}");
+        }
+        for m in [
+            "ModelInfer",
+            "ModelReady",
+            "ModelMetadata",
+            "ServerMetadata",
+        ] {
+            assert_eq!(
+                Scope::for_path(&format!("{svc}/{m}")),
+                Some(Scope::Restore),
+                "{m}"
+            );
+        }
+    }
+
     #[test]
     fn scopes_and_keys() {
         let (key, entry) = keygen("ci", &[Scope::Training]);
