@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "noiseda/v1/model.proto",
             "noiseda/v1/training.proto",
             "noiseda/v1/restore.proto",
+            "inference/model_config.proto",
             "inference/grpc_service.proto",
         ],
         ["proto"],

@@ -148,7 +148,7 @@ fn python_reflection_v1alpha_lists_every_service() {
 }
 
 /// Through tritonclient (NVIDIA's client of the Open Inference Protocol, `inference.
-/// GRPCInferenceService`): health, metadata, and ModelInfer on UINT8 batches of 1 and 4 equal
+/// GRPCInferenceService`): health, metadata, the model configuration, and ModelInfer on UINT8 batches of 1 and 4 equal
 /// `noiseda.v1.Restore` with RAW_U8 byte for byte, FP32 within 1e-6, bad requests get
 /// INVALID_ARGUMENT / NOT_FOUND naming the field.
 #[test]
@@ -190,7 +190,14 @@ fn tritonclient_infers_like_the_native_restore() {
     }
     let server = common::server::Server::start(
         &tmp.path().join("data"),
-        &["--role", "restore", "--model-dir", models.to_str().unwrap()],
+        &[
+            "--role",
+            "restore",
+            "--model-dir",
+            models.to_str().unwrap(),
+            "--max-batch-size",
+            "4",
+        ],
     );
     let out_dir = tmp.path().join("triton");
     std::fs::create_dir_all(&out_dir).unwrap();
@@ -200,6 +207,7 @@ fn tritonclient_infers_like_the_native_restore() {
         .arg(server.addr.trim_start_matches("http://"))
         .arg("tiny")
         .arg(&out_dir)
+        .arg("4")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -10,6 +10,9 @@ use crate::pb;
 use crate::pb::inference as kserve;
 use crate::{Error, Result};
 
+/// The Triton protocol extensions served (ServerMetadata lists them).
+pub const EXTENSIONS: &[&str] = &["model_configuration"];
+
 /// The one input and the one output tensor of every model.
 pub const INPUT: &str = "INPUT";
 pub const OUTPUT: &str = "OUTPUT";
@@ -266,7 +269,7 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         Ok(Response::new(kserve::ServerMetadataResponse {
             name: "noiseda".into(),
             version: env!("CARGO_PKG_VERSION").into(),
-            extensions: Vec::new(),
+            extensions: EXTENSIONS.iter().map(|e| e.to_string()).collect(),
         }))
     }
 
@@ -282,6 +285,42 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
             platform: "noiseda".into(),
             inputs: vec![tensor(INPUT)],
             outputs: vec![tensor(OUTPUT)],
+        }))
+    }
+
+    async fn model_config(
+        &self,
+        req: Request<kserve::ModelConfigRequest>,
+    ) -> Result<Response<kserve::ModelConfigResponse>, Status> {
+        let r = req.into_inner();
+        let served = self.restore.registry().get(&r.name, &r.version)?;
+        let batch = self.restore.registry().batch_options();
+        let max = batch.max_batch_size.min(i32::MAX as usize) as i32;
+        let dims = vec![-1, -1, 3];
+        Ok(Response::new(kserve::ModelConfigResponse {
+            config: Some(kserve::ModelConfig {
+                name: served.name.clone(),
+                platform: "noiseda".into(),
+                backend: "noiseda".into(),
+                max_batch_size: max,
+                input: vec![kserve::ModelInput {
+                    name: INPUT.into(),
+                    data_type: kserve::DataType::TypeUint8 as i32,
+                    format: kserve::model_input::Format::Nhwc as i32,
+                    dims: dims.clone(),
+                }],
+                output: vec![kserve::ModelOutput {
+                    name: OUTPUT.into(),
+                    data_type: kserve::DataType::TypeUint8 as i32,
+                    dims,
+                }],
+                // The server's batcher: batches of up to max_batch_size, waiting at most
+                // --max-batch-wait-us for a batch to fill.
+                dynamic_batching: Some(kserve::ModelDynamicBatching {
+                    preferred_batch_size: vec![max],
+                    max_queue_delay_microseconds: batch.max_batch_wait_us,
+                }),
+            }),
         }))
     }
 

@@ -1,7 +1,8 @@
 """tritonclient (NVIDIA's own Python client of the Open Inference Protocol) against noiseda.
 
-Usage: triton_client.py HOST:PORT MODEL OUT_DIR
-Checks live / ready / model-ready and the model metadata, restores a UINT8 batch of 1 and of 4
+Usage: triton_client.py HOST:PORT MODEL OUT_DIR MAX_BATCH
+Checks live / ready / model-ready, the server and model metadata and the model configuration
+(max_batch_size = the server's MAX_BATCH), restores a UINT8 batch of 1 and of 4
 and an FP32 batch of 1, and writes the outputs (and inputs) as raw bytes to OUT_DIR for the
 caller to compare with noiseda.v1.Restore; then checks that bad requests get the protocol's
 codes. Prints "ok" on success.
@@ -12,7 +13,7 @@ import sys
 import grpc
 import numpy as np
 import tritonclient.grpc as grpcclient
-from tritonclient.grpc import service_pb2, service_pb2_grpc
+from tritonclient.grpc import model_config_pb2, service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 
@@ -40,7 +41,8 @@ def expect_error(code, fn):
 
 
 def main():
-    address, model, out_dir = sys.argv[1:4]
+    address, model, out_dir, max_batch = sys.argv[1:5]
+    max_batch = int(max_batch)
     client = grpcclient.InferenceServerClient(url=address)
     assert client.is_server_live()
     assert client.is_server_ready()
@@ -52,6 +54,13 @@ def main():
     assert [t.name for t in meta.outputs] == ["OUTPUT"], meta
     server = client.get_server_metadata()
     assert server.name == "noiseda", server
+    assert "model_configuration" in server.extensions, server
+    config = client.get_model_config(model).config
+    assert config.name == model and config.max_batch_size == max_batch, config
+    assert [i.name for i in config.input] == ["INPUT"] and list(config.input[0].dims) == [-1, -1, 3], config
+    assert config.input[0].data_type == model_config_pb2.TYPE_UINT8, config
+    assert list(config.dynamic_batching.preferred_batch_size) == [max_batch], config
+    expect_error("NOT_FOUND", lambda: client.get_model_config("no-such-model"))
 
     one = image(0)[None]
     four = np.stack([image(k) for k in range(4)])
