@@ -5,7 +5,7 @@
 
 use tonic::{Request, Response, Status};
 
-use super::restore::RestoreService;
+use super::restore::{ordered_stream, RestoreService};
 use crate::pb;
 use crate::pb::inference as kserve;
 use crate::{Error, Result};
@@ -235,8 +235,59 @@ fn tensor(name: &str) -> kserve::model_metadata_response::TensorMetadata {
     }
 }
 
+/// One ModelInfer of a stream: the answer, or the error as the stream's `error_message` (code
+/// and message as the unary call would give them).
+async fn stream_one(
+    restore: RestoreService,
+    req: kserve::ModelInferRequest,
+) -> kserve::ModelStreamInferResponse {
+    let answer = async {
+        let (r, dtype) = restore_request(&req)?;
+        let resp = restore.restore_waiting(r, "ModelStreamInfer").await?;
+        Ok::<_, Error>(infer_response(&req, resp, dtype))
+    };
+    match answer.await {
+        Ok(r) => kserve::ModelStreamInferResponse {
+            error_message: String::new(),
+            infer_response: Some(r),
+        },
+        Err(e) => stream_error(e),
+    }
+}
+
+fn stream_error(e: Error) -> kserve::ModelStreamInferResponse {
+    let (code, message) = super::status::code_and_message(&e);
+    kserve::ModelStreamInferResponse {
+        error_message: format!("{code:?}: {message}"),
+        infer_response: None,
+    }
+}
+
+type StreamInferStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<kserve::ModelStreamInferResponse, Status>> + Send>,
+>;
+
 #[tonic::async_trait]
 impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceService {
+    type ModelStreamInferStream = StreamInferStream;
+
+    async fn model_stream_infer(
+        &self,
+        req: Request<tonic::Streaming<kserve::ModelInferRequest>>,
+    ) -> Result<Response<Self::ModelStreamInferStream>, Status> {
+        if self.restore.draining() {
+            return Err(Error::unavailable("the server is shutting down").into());
+        }
+        let restore = self.restore.clone();
+        let out = ordered_stream(
+            req.into_inner(),
+            self.restore.shutdown(),
+            move |r| stream_one(restore.clone(), r),
+            stream_error,
+        );
+        Ok(Response::new(Box::pin(out)))
+    }
+
     async fn server_live(
         &self,
         _: Request<kserve::ServerLiveRequest>,

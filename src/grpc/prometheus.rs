@@ -106,7 +106,7 @@ impl Prom {
             )
             .expect("valid"),
         );
-        for method in ["Restore", "RestoreStream", "ModelInfer"] {
+        for method in ["Restore", "RestoreStream", "ModelInfer", "ModelStreamInfer"] {
             for code in [
                 "Ok",
                 "InvalidArgument",

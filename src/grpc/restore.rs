@@ -71,6 +71,21 @@ impl RestoreService {
         r
     }
 
+    /// One request of a stream through the Restore path: waits for room in the queue.
+    pub(super) async fn restore_waiting(
+        &self,
+        req: pb::RestoreRequest,
+        method: &str,
+    ) -> Result<pb::RestoreResponse> {
+        let r = self.inner.handle(req, None, Admission::Wait).await;
+        self.inner.prom.request(method, code_of(&r));
+        r
+    }
+
+    pub(super) fn shutdown(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
     pub(super) fn registry(&self) -> &Arc<Registry> {
         &self.inner.registry
     }
@@ -277,48 +292,71 @@ impl pb::restore_server::Restore for RestoreService {
         if *self.shutdown.borrow() {
             return Err(Error::unavailable("the server is shutting down").into());
         }
-        let mut inbound = req.into_inner();
-        let (out_tx, out_rx) = mpsc::channel(STREAM_IN_FLIGHT);
-        let (order_tx, mut order_rx) =
-            mpsc::channel::<tokio::task::JoinHandle<pb::RestoreResponse>>(STREAM_IN_FLIGHT);
         let inner = self.inner.clone();
-        let mut shutdown = self.shutdown.clone();
-        // Reader: starts each request as it arrives (at most STREAM_IN_FLIGHT at once).
-        tokio::spawn(async move {
-            loop {
-                let msg = tokio::select! {
-                    m = inbound.message() => m,
-                    _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
-                };
-                let req = match msg {
-                    Ok(Some(r)) => r,
-                    Ok(None) | Err(_) => break,
-                };
+        let out = ordered_stream(
+            req.into_inner(),
+            self.shutdown.clone(),
+            move |req: pb::RestoreRequest| {
                 let inner = inner.clone();
-                let task = tokio::spawn(async move {
+                async move {
                     let id = req.id;
                     let r = inner.handle(req, None, Admission::Wait).await;
                     inner.prom.request("RestoreStream", code_of(&r));
                     r.unwrap_or_else(|e| convert::restore_error(id, &e))
-                });
-                if order_tx.send(task).await.is_err() {
-                    break;
                 }
-            }
-        });
-        // Writer: answers in request order.
-        tokio::spawn(async move {
-            while let Some(task) = order_rx.recv().await {
-                let resp = task.await.unwrap_or_else(|e| {
-                    convert::restore_error(0, &Error::internal(format!("request task failed: {e}")))
-                });
-                if out_tx.send(Ok(resp)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(out_rx))))
+            },
+            |e| convert::restore_error(0, &e),
+        );
+        Ok(Response::new(Box::pin(out)))
     }
+}
+
+/// A stream's requests answered in order: each request starts `handle` as it arrives (at most
+/// [`STREAM_IN_FLIGHT`] at once, waiting for room in the queue), the answers go out in request
+/// order; it ends with the inbound stream or at shutdown. `failed` answers a request whose task
+/// failed.
+pub(super) fn ordered_stream<Req, Resp, F, Fut>(
+    mut inbound: tonic::Streaming<Req>,
+    mut shutdown: watch::Receiver<bool>,
+    handle: F,
+    failed: fn(Error) -> Resp,
+) -> ReceiverStream<Result<Resp, Status>>
+where
+    Req: Send + 'static,
+    Resp: Send + 'static,
+    F: Fn(Req) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Resp> + Send + 'static,
+{
+    let (out_tx, out_rx) = mpsc::channel(STREAM_IN_FLIGHT);
+    let (order_tx, mut order_rx) = mpsc::channel::<tokio::task::JoinHandle<Resp>>(STREAM_IN_FLIGHT);
+    // Reader: starts each request as it arrives.
+    tokio::spawn(async move {
+        loop {
+            let msg = tokio::select! {
+                m = inbound.message() => m,
+                _ = async { let _ = shutdown.wait_for(|s| *s).await; } => break,
+            };
+            let req = match msg {
+                Ok(Some(r)) => r,
+                Ok(None) | Err(_) => break,
+            };
+            if order_tx.send(tokio::spawn(handle(req))).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Writer: answers in request order.
+    tokio::spawn(async move {
+        while let Some(task) = order_rx.recv().await {
+            let resp = task
+                .await
+                .unwrap_or_else(|e| failed(Error::internal(format!("request task failed: {e}"))));
+            if out_tx.send(Ok(resp)).await.is_err() {
+                break;
+            }
+        }
+    });
+    ReceiverStream::new(out_rx)
 }
 
 /// Sets the Restore service's readiness: SERVING while a default model is loaded and the server

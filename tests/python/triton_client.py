@@ -70,6 +70,30 @@ def main():
         assert resp.model_name == model
         batch.tofile(os.path.join(out_dir, f"{name}.in"))
         out.tofile(os.path.join(out_dir, f"{name}.out"))
+    # Streaming: three requests on one stream, answered in order, equal to the unary answers.
+    import queue
+
+    answers = queue.Queue()
+    client.start_stream(callback=lambda result, error: answers.put((result, error)))
+    unary = []
+    for k in range(3):
+        batch = image(k)[None]
+        inp = grpcclient.InferInput("INPUT", list(batch.shape), "UINT8")
+        inp.set_data_from_numpy(batch)
+        client.async_stream_infer(model, [inp], request_id=str(k))
+        unary.append(infer(client, model, batch, "UINT8")[0])
+    bad = grpcclient.InferInput("INPUT", [1, 36, 40, 2], "UINT8")
+    bad.set_data_from_numpy(one[..., :2].copy())
+    client.async_stream_infer(model, [bad], request_id="bad")
+    for k in range(3):
+        result, error = answers.get(timeout=60)
+        assert error is None, error
+        assert result.get_response().id == str(k), result.get_response().id
+        assert np.array_equal(result.as_numpy("OUTPUT"), unary[k]), k
+    result, error = answers.get(timeout=60)
+    assert error is not None and "shape" in str(error), (result, error)
+    client.stop_stream()
+
     f32 = one.astype(np.float32) / 255.0
     out, _ = infer(client, model, f32, "FP32")
     assert out.shape == f32.shape and out.dtype == np.float32, (out.shape, out.dtype)
