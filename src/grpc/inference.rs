@@ -62,15 +62,32 @@ impl InferenceService {
     }
 }
 
-/// `(N, H, W, 3)` of the request's INPUT tensor, checked.
-fn image_shape(shape: &[i64]) -> Result<[usize; 4]> {
-    match shape {
-        &[n, h, w, 3] if n > 0 && h > 0 && w > 0 => Ok([n as usize, h as usize, w as usize, 3]),
-        _ => Err(Error::invalid(
+/// `(N, H, W, 3)` of the request's INPUT tensor, checked (its byte size must fit a `usize`;
+/// the image limits are checked later, on the Restore path).
+fn image_shape(shape: &[i64], dtype: Datatype) -> Result<[usize; 4]> {
+    let bad = || {
+        Error::invalid(
             "inputs[0].shape",
             format!("must be [N, H, W, 3] (NHWC RGB) with N, H, W >= 1, got {shape:?}"),
-        )),
-    }
+        )
+    };
+    let &[n, h, w, 3] = shape else {
+        return Err(bad());
+    };
+    let dim = |d: i64| usize::try_from(d).ok().filter(|&d| d > 0);
+    let (Some(n), Some(h), Some(w)) = (dim(n), dim(h), dim(w)) else {
+        return Err(bad());
+    };
+    n.checked_mul(h)
+        .and_then(|v| v.checked_mul(w))
+        .and_then(|v| v.checked_mul(3 * dtype.bytes()))
+        .ok_or_else(|| {
+            Error::invalid(
+                "inputs[0].shape",
+                format!("{shape:?} is too large a tensor"),
+            )
+        })?;
+    Ok([n, h, w, 3])
 }
 
 /// The INPUT tensor's bytes (little-endian), from `raw_input_contents` or the typed contents.
@@ -167,7 +184,7 @@ fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreReques
         ));
     }
     let dtype = Datatype::parse(&input.datatype)?;
-    let [n, h, w, c] = image_shape(&input.shape)?;
+    let [n, h, w, c] = image_shape(&input.shape, dtype)?;
     let per_image = h * w * c * dtype.bytes();
     let bytes = input_bytes(req, dtype, n * h * w * c)?;
     let pixel_type = match dtype {
@@ -387,5 +404,28 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
             .restore_once(restore, &meta, "ModelInfer")
             .await?;
         Ok(Response::new(infer_response(&req, resp, dtype)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes_are_nhwc_rgb_and_never_overflow() {
+        assert_eq!(
+            image_shape(&[2, 5, 7, 3], Datatype::Uint8).unwrap(),
+            [2, 5, 7, 3]
+        );
+        for bad in [
+            &[1, 5, 7, 4][..],
+            &[0, 5, 7, 3],
+            &[1, -1, 7, 3],
+            &[5, 7, 3],
+            &[i64::MAX, i64::MAX, 2, 3],
+        ] {
+            let e = image_shape(bad, Datatype::Fp32).unwrap_err().to_string();
+            assert!(e.contains("inputs[0].shape"), "{bad:?}: {e}");
+        }
     }
 }
