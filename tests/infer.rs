@@ -251,23 +251,28 @@ fn cli_restore_eval_and_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("overwrite"));
     assert_eq!(std::fs::read(inputs.join("img00.png")).unwrap(), before);
 
-    // eval --json on clean photos with AWGN
-    let out = noiseda(&[
-        "eval",
-        "--model",
-        m,
-        "--clean",
-        inputs.to_str().unwrap(),
-        "--degrade",
-        "awgn:25",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // eval --json on clean photos with AWGN (and `extra` flags)
+    let eval_awgn = |extra: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "eval",
+            "--model",
+            m,
+            "--clean",
+            inputs.to_str().unwrap(),
+            "--degrade",
+            "awgn:25",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = noiseda(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let report = eval_awgn(&[]);
     assert_eq!(report["images"], 3);
     for key in ["psnr", "ssim", "input_psnr", "input_ssim"] {
         assert!(report[key].as_f64().unwrap().is_finite(), "{key}");
@@ -277,23 +282,7 @@ fn cli_restore_eval_and_errors() {
     assert!((19.5..21.5).contains(&input_psnr), "{input_psnr}");
 
     // the same with the self-ensemble: said in the report, a different score
-    let out = noiseda(&[
-        "eval",
-        "--model",
-        m,
-        "--clean",
-        inputs.to_str().unwrap(),
-        "--degrade",
-        "awgn:25",
-        "--self-ensemble",
-        "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let x8: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let x8 = eval_awgn(&["--self-ensemble"]);
     assert_eq!(
         (&report["self_ensemble"], &x8["self_ensemble"]),
         (&false.into(), &true.into())

@@ -24,17 +24,13 @@ fn python(test: &str) -> Option<String> {
     None
 }
 
-#[test]
-fn python_grpc_client_restores() {
-    let Some(python) = python("python_grpc_client_restores") else {
-        return;
-    };
-    let tmp = tempfile::tempdir().unwrap();
-    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
+/// A model folder under `root` holding one briefly trained tiny restorer, `tiny`.
+fn tiny_models(root: &std::path::Path) -> std::path::PathBuf {
+    let clean = common::write_photos(&root.join("clean"), 3, 48, 48);
     let summary = noiseda::train::run(
         &common::tiny_spec(&clean, 2, 0),
         &noiseda::train::TrainOptions {
-            out: tmp.path().join("run"),
+            out: root.join("run"),
             resume: false,
             progress: false,
             control: None,
@@ -42,7 +38,7 @@ fn python_grpc_client_restores() {
         },
     )
     .unwrap();
-    let models = tmp.path().join("models");
+    let models = root.join("models");
     std::fs::create_dir_all(models.join("tiny")).unwrap();
     for f in ["model.safetensors", "manifest.json"] {
         std::fs::copy(
@@ -51,6 +47,16 @@ fn python_grpc_client_restores() {
         )
         .unwrap();
     }
+    models
+}
+
+#[test]
+fn python_grpc_client_restores() {
+    let Some(python) = python("python_grpc_client_restores") else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tiny_models(tmp.path());
     let image = tmp.path().join("in.png");
     common::photo(1, 40, 36).save(&image).unwrap();
     let server = common::server::Server::start(
@@ -167,27 +173,7 @@ fn tritonclient_infers_like_the_native_restore() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 48);
-    let summary = noiseda::train::run(
-        &common::tiny_spec(&clean, 2, 0),
-        &noiseda::train::TrainOptions {
-            out: tmp.path().join("run"),
-            resume: false,
-            progress: false,
-            control: None,
-            job_id: None,
-        },
-    )
-    .unwrap();
-    let models = tmp.path().join("models");
-    std::fs::create_dir_all(models.join("tiny")).unwrap();
-    for f in ["model.safetensors", "manifest.json"] {
-        std::fs::copy(
-            summary.model_dir().unwrap().join(f),
-            models.join("tiny").join(f),
-        )
-        .unwrap();
-    }
+    let models = tiny_models(tmp.path());
     let server = common::server::Server::start(
         &tmp.path().join("data"),
         &[

@@ -221,6 +221,19 @@ fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreReques
     ))
 }
 
+/// [`restore_request`] off the async runtime (it copies, and for typed contents converts,
+/// every pixel); gives the request back with its Restore form.
+async fn to_restore(
+    req: kserve::ModelInferRequest,
+) -> Result<(kserve::ModelInferRequest, pb::RestoreRequest, Datatype)> {
+    tokio::task::spawn_blocking(move || {
+        let (restore, dtype) = restore_request(&req)?;
+        Ok((req, restore, dtype))
+    })
+    .await
+    .map_err(|e| Error::internal(format!("request conversion failed: {e}")))?
+}
+
 /// The ModelInfer answer: OUTPUT of the request's shape and datatype in one raw buffer.
 fn infer_response(
     req: &kserve::ModelInferRequest,
@@ -259,7 +272,7 @@ async fn stream_one(
     req: kserve::ModelInferRequest,
 ) -> kserve::ModelStreamInferResponse {
     let answer = async {
-        let (r, dtype) = restore_request(&req)?;
+        let (req, r, dtype) = to_restore(req).await?;
         let resp = restore.restore_waiting(r, "ModelStreamInfer").await?;
         Ok::<_, Error>(infer_response(&req, resp, dtype))
     };
@@ -397,8 +410,7 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         req: Request<kserve::ModelInferRequest>,
     ) -> Result<Response<kserve::ModelInferResponse>, Status> {
         let meta = req.metadata().clone();
-        let req = req.into_inner();
-        let (restore, dtype) = restore_request(&req)?;
+        let (req, restore, dtype) = to_restore(req.into_inner()).await?;
         let resp = self
             .restore
             .restore_once(restore, &meta, "ModelInfer")
