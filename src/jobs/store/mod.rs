@@ -184,7 +184,15 @@ impl Store {
         };
         let mut guard = lock(client);
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
-            *guard = Some(::postgres::Client::connect(url, ::postgres::NoTls)?);
+            let mut c = ::postgres::Client::connect(url, ::postgres::NoTls)?;
+            // Every transaction here is a few statements: one left idle for seconds belongs to
+            // a frozen process (SIGSTOP, a stalled VM), and its row locks would block every
+            // other replica's claim and take-over until it woke. PostgreSQL ends such a session.
+            c.batch_execute(&format!(
+                "SET idle_in_transaction_session_timeout = {}",
+                IDLE_IN_TRANSACTION_MS
+            ))?;
+            *guard = Some(c);
         }
         Ok(guard)
     }
@@ -199,6 +207,9 @@ impl Store {
         Ok(())
     }
 }
+
+/// How long PostgreSQL lets one of this store's sessions sit idle inside a transaction.
+const IDLE_IN_TRANSACTION_MS: u64 = 5000;
 
 /// A poisoned lock is still usable: each call is one statement or one transaction, so a
 /// panic while holding it cannot leave the database half-written.
