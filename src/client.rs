@@ -353,6 +353,23 @@ pub async fn restore_client(url: &str) -> Result<RestoreClient> {
         .max_encoding_message_size(MAX_MESSAGE))
 }
 
+/// A client of the Open Inference Protocol's gRPC service (`inference.GRPCInferenceService`).
+pub type InferenceClient = pb::inference::grpc_inference_service_client::GrpcInferenceServiceClient<
+    tonic::transport::Channel,
+>;
+
+/// Connects an [`InferenceClient`] to `url`.
+pub async fn inference_client(url: &str) -> Result<InferenceClient> {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .map_err(|e| Error::invalid_input(format!("server address {url}: {e}")))?
+        .connect()
+        .await
+        .map_err(|e| Error::unavailable(format!("{url}: {e}")))?;
+    Ok(InferenceClient::new(channel)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
 /// Restores a file or a folder through a server's Restore service, `concurrency` requests at a
 /// time; returns the files written.
 pub async fn restore_remote(

@@ -1,6 +1,7 @@
 //! `noiseda bench restore-load`: drives concurrent clients against a local Restore server for a
-//! bounded time, with and without batching, and sets throughput and latency next to the raw
-//! model time of the same network measured in the same run.
+//! bounded time, with and without batching, through `noiseda.v1.Restore` and (batched, raw
+//! input) through the Open Inference Protocol's ModelInfer, and sets throughput and latency
+//! next to the raw model time of the same network measured in the same run.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -61,6 +62,15 @@ pub struct ModeReport {
     pub overhead: f64,
 }
 
+/// Which API the clients of a mode call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `noiseda.v1.Restore/Restore`.
+    Native,
+    /// `inference.GRPCInferenceService/ModelInfer` (UINT8 NHWC raw tensors).
+    Oip,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LoadReport {
     pub preset: String,
@@ -70,6 +80,9 @@ pub struct LoadReport {
     pub threads: usize,
     pub input: String,
     pub modes: Vec<ModeReport>,
+    /// Served time per image through ModelInfer over the native Restore's, minus one, both
+    /// batched, in this run (absent with PNG input: the protocol carries raw tensors).
+    pub protocol_overhead: Option<f64>,
 }
 
 /// Fastest wall time of `f` over `runs` runs after one warm-up: the raw time the service is
@@ -158,11 +171,13 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
         .build()
         .map_err(|e| Error::io("tokio runtime", e))?;
     let mut modes = Vec::new();
-    for (mode, max_batch, raw_ms) in [
-        ("batched", opts.batch, raw_batched),
-        ("unbatched", 1, raw_single),
-    ] {
-        let report = rt.block_on(one_mode(opts, &tmp, mode, max_batch, raw_ms))?;
+    let mut plan = vec![("batched", opts.batch, raw_batched, Api::Native)];
+    if !opts.png {
+        plan.push(("oip-batched", opts.batch, raw_batched, Api::Oip));
+    }
+    plan.push(("unbatched", 1, raw_single, Api::Native));
+    for (mode, max_batch, raw_ms, api) in plan {
+        let report = rt.block_on(one_mode(opts, &tmp, mode, max_batch, raw_ms, api))?;
         eprintln!(
             "{mode:<10} {:.1} img/s, p50 {:.1} ms, p99 {:.1} ms, mean batch {:.2}, overhead {:+.1} %",
             report.images_per_second,
@@ -174,6 +189,15 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
         modes.push(report);
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    let served = |name: &str| {
+        modes
+            .iter()
+            .find(|m| m.mode == name)
+            .map(|m| m.served_ms_per_image)
+    };
+    let protocol_overhead = served("oip-batched")
+        .zip(served("batched"))
+        .map(|(oip, native)| oip / native - 1.0);
     Ok(LoadReport {
         preset: opts.preset.clone(),
         size: opts.size,
@@ -182,6 +206,7 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
         threads: rayon::current_num_threads(),
         input: if opts.png { "png" } else { "raw-u8" }.into(),
         modes,
+        protocol_overhead,
     })
 }
 
@@ -255,27 +280,70 @@ struct Seen {
     errors: BTreeMap<String, u64>,
 }
 
+/// Client `k`'s ModelInfer request: the same image as [`request`], a UINT8 `[1, H, W, 3]`
+/// tensor in `raw_input_contents`.
+fn infer_request(opts: &LoadOptions, k: usize) -> pb::inference::ModelInferRequest {
+    use pb::inference::model_infer_request::InferInputTensor;
+    let side = opts.size as i64;
+    pb::inference::ModelInferRequest {
+        model_name: "load".into(),
+        inputs: vec![InferInputTensor {
+            name: "INPUT".into(),
+            datatype: "UINT8".into(),
+            shape: vec![1, side, side, 3],
+            ..Default::default()
+        }],
+        raw_input_contents: vec![test_image(opts.size, k).to_rgb8().into_raw()],
+        ..Default::default()
+    }
+}
+
+/// A load client: one API, one request it sends again and again.
+#[derive(Clone)]
+enum Caller {
+    Native(crate::client::RestoreClient, pb::RestoreRequest),
+    Oip(
+        crate::client::InferenceClient,
+        pb::inference::ModelInferRequest,
+    ),
+}
+
+impl Caller {
+    /// One call; the batch size of every image answered (ModelInfer does not report it).
+    async fn call(&mut self) -> std::result::Result<Vec<u32>, tonic::Status> {
+        match self {
+            Caller::Native(c, req) => Ok(c
+                .restore(req.clone())
+                .await?
+                .into_inner()
+                .images
+                .iter()
+                .map(|i| i.batch_size)
+                .collect()),
+            Caller::Oip(c, req) => c.model_infer(req.clone()).await.map(|_| Vec::new()),
+        }
+    }
+}
+
 /// One client: a warm-up request, the shared start, then requests back to back until
 /// `seconds` after the first client started measuring.
 async fn client_loop(
-    mut client: crate::client::RestoreClient,
-    req: pb::RestoreRequest,
+    mut client: Caller,
     start: Arc<tokio::sync::Barrier>,
     measure_from: Arc<std::sync::OnceLock<Instant>>,
     seconds: f64,
 ) -> (Seen, Instant) {
-    let _ = client.restore(req.clone()).await;
+    let _ = client.call().await;
     start.wait().await;
     let t0 = *measure_from.get_or_init(Instant::now);
     let end = t0 + Duration::from_secs_f64(seconds);
     let mut seen = Seen::default();
     while Instant::now() < end {
         let t = Instant::now();
-        match client.restore(req.clone()).await {
-            Ok(r) => {
+        match client.call().await {
+            Ok(batches) => {
                 seen.latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                seen.batches
-                    .extend(r.into_inner().images.iter().map(|i| i.batch_size));
+                seen.batches.extend(batches);
             }
             Err(s) => *seen.errors.entry(format!("{:?}", s.code())).or_default() += 1,
         }
@@ -290,6 +358,7 @@ async fn one_mode(
     mode: &str,
     max_batch: usize,
     raw_ms: f64,
+    api: Api,
 ) -> Result<ModeReport> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
@@ -298,23 +367,31 @@ async fn one_mode(
         async move {
             let _ = stop_rx.await;
         },
-        move |addr, _| {
-            let _ = addr_tx.send(addr);
+        move |b| {
+            let _ = addr_tx.send(b.grpc);
         },
     ));
     let addr = addr_rx
         .await
         .map_err(|_| Error::unavailable("the load-test server did not start"))?;
-    let client = crate::client::restore_client(&format!("http://{addr}")).await?;
+    let url = format!("http://{addr}");
+    let native = crate::client::restore_client(&url).await?;
+    let oip = match api {
+        Api::Oip => Some(crate::client::inference_client(&url).await?),
+        Api::Native => None,
+    };
 
     // Warm-up: one request per client, all at once; then all measure together.
     let start = Arc::new(tokio::sync::Barrier::new(opts.clients));
     let measure_from = Arc::new(std::sync::OnceLock::<Instant>::new());
     let tasks: Vec<_> = (0..opts.clients)
         .map(|k| {
+            let caller = match &oip {
+                Some(c) => Caller::Oip(c.clone(), infer_request(opts, k)),
+                None => Caller::Native(native.clone(), request(opts, k)),
+            };
             tokio::spawn(client_loop(
-                client.clone(),
-                request(opts, k),
+                caller,
                 start.clone(),
                 measure_from.clone(),
                 opts.seconds,
@@ -334,6 +411,10 @@ async fn one_mode(
         }
         last = last.max(done);
     }
+    let oip_mean_batch = match oip {
+        Some(c) => Some(oip_mean_batch(c).await?),
+        None => None,
+    };
     let _ = stop_tx.send(());
     server
         .await
@@ -357,11 +438,30 @@ async fn one_mode(
         images_per_second,
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
-        mean_batch: batches.iter().map(|&b| b as f64).sum::<f64>() / batches.len().max(1) as f64,
+        mean_batch: oip_mean_batch.flatten().unwrap_or(
+            batches.iter().map(|&b| b as f64).sum::<f64>() / batches.len().max(1) as f64,
+        ),
         raw_ms_per_image: raw_ms,
         served_ms_per_image: served,
         overhead: (served - raw_ms) / raw_ms,
     })
+}
+
+/// The mean batch of the `load` model from the server's statistics (warm-up requests
+/// included): ModelInfer's answers do not say how their images were batched.
+async fn oip_mean_batch(mut c: crate::client::InferenceClient) -> Result<Option<f64>> {
+    let stats = c
+        .model_statistics(pb::inference::ModelStatisticsRequest {
+            name: "load".into(),
+            version: String::new(),
+        })
+        .await
+        .map_err(|e| Error::unavailable(format!("ModelStatistics: {}", e.message())))?
+        .into_inner();
+    Ok(stats
+        .model_stats
+        .first()
+        .map(|m| m.inference_count as f64 / m.execution_count.max(1) as f64))
 }
 
 /// The report as a table.
@@ -399,6 +499,13 @@ pub fn table(r: &LoadReport) -> String {
             m.served_ms_per_image,
             m.overhead * 100.0,
             m.errors
+        );
+    }
+    if let Some(p) = r.protocol_overhead {
+        out += &format!(
+            "Open Inference Protocol (ModelInfer) vs noiseda.v1.Restore, batched: {:+.1} % served \
+             time per image\n",
+            p * 100.0
         );
     }
     out

@@ -153,57 +153,83 @@ fn python_reflection_v1alpha_lists_every_service() {
     }
 }
 
-/// Through tritonclient (NVIDIA's client of the Open Inference Protocol, `inference.
-/// GRPCInferenceService`): health, metadata, the model configuration, and ModelInfer on UINT8 batches of 1 and 4 equal
-/// `noiseda.v1.Restore` with RAW_U8 byte for byte, FP32 within 1e-6, bad requests get
-/// INVALID_ARGUMENT / NOT_FOUND naming the field.
+/// Through tritonclient (NVIDIA's client of the Open Inference Protocol), over gRPC
+/// (`inference.GRPCInferenceService`) and over KServe v2 REST (`--http-listen`, binary-data
+/// extension and JSON values): health, metadata, the model configuration and statistics, and
+/// ModelInfer on UINT8 batches of 1 and 4 equal `noiseda.v1.Restore` with RAW_U8 byte for byte,
+/// FP32 within 1e-6; bad requests get INVALID_ARGUMENT / NOT_FOUND (HTTP 400 / 404) naming the
+/// field. Each protocol gets its own server, so each script's statistics count its own calls.
 #[test]
 fn tritonclient_infers_like_the_native_restore() {
     let Some(python) = python("tritonclient_infers_like_the_native_restore") else {
         return;
     };
     let probe = Command::new(&python)
-        .args(["-c", "import tritonclient.grpc, numpy"])
+        .args(["-c", "import tritonclient.grpc, tritonclient.http, numpy"])
         .output();
     if !probe.as_ref().is_ok_and(|o| o.status.success()) {
         eprintln!(
             "SKIP tritonclient_infers_like_the_native_restore: `{python}` cannot import \
-             tritonclient.grpc (pip install 'tritonclient[grpc]'; .ci/run does)"
+             tritonclient.grpc and tritonclient.http (pip install 'tritonclient[grpc,http]'; \
+             .ci/run does)"
         );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
     let models = tiny_models(tmp.path());
-    let server = common::server::Server::start(
-        &tmp.path().join("data"),
-        &[
-            "--role",
-            "restore",
-            "--model-dir",
-            models.to_str().unwrap(),
-            "--max-batch-size",
-            "4",
-        ],
-    );
-    let out_dir = tmp.path().join("triton");
-    std::fs::create_dir_all(&out_dir).unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(&python)
-        .arg(root.join("tests/python/triton_client.py"))
-        .arg(server.addr.trim_start_matches("http://"))
-        .arg("tiny")
-        .arg(&out_dir)
-        .arg("4")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.starts_with("ok"),
-        "tritonclient failed:\n{stdout}\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_text()
-    );
+    for (protocol, script) in [
+        ("grpc", "tests/python/triton_client.py"),
+        ("http", "tests/python/triton_http_client.py"),
+    ] {
+        let server = common::server::Server::start(
+            &tmp.path().join(format!("data-{protocol}")),
+            &[
+                "--role",
+                "restore",
+                "--model-dir",
+                models.to_str().unwrap(),
+                "--max-batch-size",
+                "4",
+                "--http-listen",
+                "127.0.0.1:0",
+            ],
+        );
+        let address = match protocol {
+            "grpc" => server.addr.clone(),
+            _ => server
+                .http
+                .clone()
+                .expect("the server printed its REST address"),
+        };
+        let out_dir = tmp.path().join(protocol);
+        std::fs::create_dir_all(&out_dir).unwrap();
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = Command::new(&python)
+            .arg(root.join(script))
+            .arg(address.trim_start_matches("http://"))
+            .arg("tiny")
+            .arg(&out_dir)
+            .arg("4")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.starts_with("ok"),
+            "tritonclient ({protocol}) failed:\n{stdout}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        assert_equals_native(&server, &out_dir, protocol);
+    }
+}
 
+/// The images tritonclient wrote to `out_dir`, restored again through `noiseda.v1.Restore`
+/// (raw in and out, one image per call): UINT8 byte for byte, FP32 within 1e-6.
+fn assert_equals_native(
+    server: &common::server::Server,
+    out_dir: &std::path::Path,
+    protocol: &str,
+) {
     // The same images through noiseda.v1.Restore, raw in and out.
     let (h, w) = (36usize, 40usize);
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -254,7 +280,7 @@ fn tritonclient_infers_like_the_native_restore() {
         assert_eq!(triton.len(), native.len(), "{name}");
         assert!(
             triton == native,
-            "{name}: tritonclient's output differs from Restore's"
+            "{protocol} {name}: tritonclient's output differs from Restore's"
         );
     }
     let input = std::fs::read(out_dir.join("u8-1.in")).unwrap();
@@ -280,5 +306,5 @@ fn tritonclient_infers_like_the_native_restore() {
             (a - b).abs()
         })
         .fold(0f32, f32::max);
-    assert!(max <= 1e-6, "FP32 differs by {max}");
+    assert!(max <= 1e-6, "{protocol}: FP32 differs by {max}");
 }

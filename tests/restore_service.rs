@@ -762,9 +762,10 @@ async fn cli_restores_a_folder_through_the_server() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach the server"));
 }
 
-/// The load benchmark runs end to end (tiny and short here; see README for real numbers).
+/// The load benchmark runs end to end (tiny and short here; see README for real numbers):
+/// native batched, ModelInfer batched (the protocol's overhead beside it), unbatched.
 #[test]
-fn load_benchmark_reports_both_modes() {
+fn load_benchmark_reports_every_mode() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
         .args(["bench", "restore-load", "--size", "32", "--clients", "4"])
         .args(["--seconds", "1", "--batch", "2", "--json"])
@@ -778,9 +779,15 @@ fn load_benchmark_reports_both_modes() {
     );
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let modes = r["modes"].as_array().unwrap();
-    assert_eq!(modes.len(), 2);
-    for (m, batch) in modes.iter().zip([2, 1]) {
+    assert_eq!(modes.len(), 3);
+    for (m, (mode, batch)) in
+        modes
+            .iter()
+            .zip([("batched", 2), ("oip-batched", 2), ("unbatched", 1)])
+    {
+        assert_eq!(m["mode"], mode);
         assert_eq!(m["max_batch_size"], batch);
+        assert!(m["mean_batch"].as_f64().unwrap() >= 1.0, "{m}");
         assert!(m["requests"].as_u64().unwrap() > 0, "{m}");
         assert_eq!(m["errors"].as_object().unwrap().len(), 0, "{m}");
         for k in [
@@ -793,6 +800,7 @@ fn load_benchmark_reports_both_modes() {
             assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
         }
     }
+    assert!(r["protocol_overhead"].as_f64().unwrap().is_finite(), "{r}");
 }
 
 /// Resident memory of a process, in MiB.
@@ -990,4 +998,180 @@ async fn sigterm_under_restore_load_drains_in_order() {
     )
     .unwrap();
     assert_eq!(ckpts.len(), 1, "the shutdown checkpoint");
+}
+
+/// The inference protocol's REST binding keeps the Restore service's rules: API-key scopes
+/// (health open, the rest needs `restore`), the payload limit, and errors as `{"error": …}`
+/// naming the field with the protocol's HTTP statuses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_binding_keeps_scopes_limits_and_named_errors() {
+    use common::server::http_call;
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path(), "m", 0);
+    let keys = tmp.path().join("keys.toml");
+    std::fs::write(
+        &keys,
+        "[[key]]\nname = \"restorer\"\nscopes = [\"restore\"]\nsecret = \"restorer-secret-0123\"\n\
+         [[key]]\nname = \"trainer\"\nscopes = [\"training\"]\nsecret = \"trainer-secret-01234\"\n",
+    )
+    .unwrap();
+    let server = start_in_process(
+        tmp.path(),
+        &[
+            "--api-keys",
+            keys.to_str().unwrap(),
+            "--payload-limit",
+            "4096",
+        ],
+    )
+    .await;
+    let url = |p: &str| format!("{}{p}", server.http);
+    let (restorer, trainer) = (Some("restorer-secret-0123"), Some("trainer-secret-01234"));
+
+    assert_eq!(
+        http_call("GET", &url("/v2/health/live"), None, b"").await.0,
+        200
+    );
+    assert_eq!(
+        http_call("GET", &url("/v2/health/ready"), None, b"")
+            .await
+            .0,
+        200
+    );
+    let (code, body) = http_call("GET", &url("/v2/models/m"), None, b"").await;
+    assert!(code == 401 && body.contains("API key"), "{code} {body}");
+    let (code, body) = http_call("GET", &url("/v2/models/m"), trainer, b"").await;
+    assert!(code == 403 && body.contains("restore"), "{code} {body}");
+    let (code, body) = http_call("GET", &url("/v2/models/m"), restorer, b"").await;
+    let meta: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(code == 200 && meta["name"] == "m", "{code} {body}");
+
+    // JSON values in, JSON values out.
+    let pixels: Vec<u8> = (0..8 * 8 * 3).map(|i| (i * 7 % 256) as u8).collect();
+    let req = serde_json::json!({"inputs": [{"name": "INPUT", "shape": [1, 8, 8, 3],
+        "datatype": "UINT8", "data": pixels}]});
+    let (code, body) = http_call(
+        "POST",
+        &url("/v2/models/m/infer"),
+        restorer,
+        req.to_string().as_bytes(),
+    )
+    .await;
+    assert_eq!(code, 200, "{body}");
+    let resp: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(resp["outputs"][0]["shape"], serde_json::json!([1, 8, 8, 3]));
+    assert_eq!(resp["outputs"][0]["data"].as_array().unwrap().len(), 192);
+
+    // Named errors, and the payload limit.
+    for (body, code, field) in [
+        (r#"{"inputs": []}"#.to_string(), 400, "inputs"),
+        (r#"{"inputs": [{"name": "INPUT"}]}"#.into(), 400, "request body"),
+        (
+            r#"{"inputs": [{"name": "INPUT", "shape": [1,1,1,3], "datatype": "FP64", "data": [1,2,3]}]}"#.into(),
+            400,
+            "datatype",
+        ),
+    ] {
+        let (got, text) =
+            http_call("POST", &url("/v2/models/m/infer"), restorer, body.as_bytes()).await;
+        let err: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            got == code && err["error"].as_str().unwrap().contains(field),
+            "{body}: {got} {text}"
+        );
+    }
+    let (code, _) = http_call(
+        "POST",
+        &url("/v2/models/m/infer"),
+        restorer,
+        &vec![b' '; 8192],
+    )
+    .await;
+    assert_eq!(code, 413, "a body over --payload-limit");
+    let (code, body) = http_call(
+        "POST",
+        &url("/v2/models/nope/infer"),
+        restorer,
+        req.to_string().as_bytes(),
+    )
+    .await;
+    assert!(code == 404 && body.contains("nope"), "{code} {body}");
+    server.shutdown().await.unwrap();
+}
+
+/// The container arguments of `deploy/k8s/kserve/servingruntime.yaml`, in order.
+fn kserve_runtime_args() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/k8s/kserve/servingruntime.yaml"
+    );
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines().skip_while(|l| l.trim() != "args:").skip(1);
+    let mut args = Vec::new();
+    for l in lines.by_ref() {
+        let Some(v) = l.trim().strip_prefix("- ") else {
+            break;
+        };
+        args.push(v.trim_matches('"').to_string());
+    }
+    assert!(args.first().is_some_and(|a| a == "serve"), "{args:?}");
+    args
+}
+
+/// KServe's ServingRuntime runs exactly these arguments with the InferenceService's name for
+/// `{{.Name}}` and its storage at /mnt/models: that command serves the model over KServe v2
+/// REST and the protocol's gRPC service (ports moved to 127.0.0.1:0 here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_kserve_runtime_command_serves_its_model() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    tiny_model(tmp.path(), "unet-t-polyu", 0);
+    let models = tmp.path().join("models");
+    let args: Vec<String> = kserve_runtime_args()
+        .into_iter()
+        .map(|a| match a.as_str() {
+            "{{.Name}}" => "unet-t-polyu".to_string(),
+            "/mnt/models" => models.to_str().unwrap().to_string(),
+            a if a.starts_with("0.0.0.0:") => "127.0.0.1:0".to_string(),
+            a => a.to_string(),
+        })
+        .collect();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
+        .args(&args)
+        .env("NOISEDA_DATA_DIR", tmp.path().join("data"))
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(words.len() == 13 && words[10] == "REST", "{line:?}");
+    let (grpc, rest) = (words[4].trim_end_matches(','), words[12]);
+    let (code, _) =
+        common::server::http_call("GET", &format!("{rest}/v2/health/ready"), None, b"").await;
+    assert_eq!(code, 200);
+    let (code, body) =
+        common::server::http_call("GET", &format!("{rest}/v2/models/unet-t-polyu"), None, b"")
+            .await;
+    assert!(
+        code == 200 && body.contains("\"unet-t-polyu\""),
+        "{code} {body}"
+    );
+    let mut c = noiseda::client::inference_client(&format!("http://{grpc}"))
+        .await
+        .unwrap();
+    let ready = c
+        .model_ready(pb::inference::ModelReadyRequest {
+            name: "unet-t-polyu".into(),
+            version: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(ready.ready);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    assert!(child.wait().unwrap().success());
 }

@@ -48,9 +48,16 @@ pub fn serve(cfg: ServerConfig) -> Result<()> {
     rt.block_on(noiseda::grpc::serve(
         cfg,
         noiseda::grpc::termination(),
-        |addr, metrics| {
+        |b| {
             // Scripts and tests read the bound addresses from this line.
-            println!("noiseda serve: listening on {addr}, metrics on http://{metrics}/metrics");
+            let rest = b
+                .http
+                .map(|a| format!(", KServe v2 REST on http://{a}"))
+                .unwrap_or_default();
+            println!(
+                "noiseda serve: listening on {}, metrics on http://{}/metrics{rest}",
+                b.grpc, b.metrics
+            );
             let _ = std::io::Write::flush(&mut std::io::stdout());
         },
     ))

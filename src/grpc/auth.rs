@@ -222,10 +222,8 @@ pub struct AuthLayer {
 }
 
 impl AuthLayer {
-    pub fn new(keys: Option<ApiKeys>) -> Self {
-        Self {
-            keys: keys.map(Arc::new),
-        }
+    pub fn new(keys: Option<Arc<ApiKeys>>) -> Self {
+        Self { keys }
     }
 }
 

@@ -57,7 +57,11 @@ pub struct NetworkConfig {
         display_order = 1
     )]
     pub metrics_listen: SocketAddr,
-    /// Largest gRPC message in either direction, in bytes (at least 1024).
+    /// KServe v2 REST address (the Open Inference Protocol over HTTP/JSON, plain HTTP; off
+    /// when not given; needs the Restore role).
+    #[arg(long, env = "NOISEDA_HTTP_LISTEN", display_order = 2)]
+    pub http_listen: Option<SocketAddr>,
+    /// Largest gRPC message (and REST request body) in either direction, in bytes (at least 1024).
     #[arg(long, env = "NOISEDA_PAYLOAD_LIMIT", default_value_t = 64 << 20, display_order = 7)]
     pub payload_limit: usize,
     /// Seconds running jobs get to checkpoint after SIGTERM (at most 86400).
@@ -191,6 +195,22 @@ impl ServerConfig {
                 bad.push(Error::invalid("--replica-id", "must not be empty"));
             }
             bad.extend(self.jobs.canonical_data_roots().err());
+        }
+        if self.network.http_listen.is_some() {
+            if !self.network.role.restore() {
+                bad.push(Error::invalid(
+                    "--http-listen",
+                    "the REST endpoint serves the Open Inference Protocol, which runs with \
+                     --role restore or all",
+                ));
+            }
+            if self.auth.tls_cert.is_some() {
+                bad.push(Error::invalid(
+                    "--http-listen",
+                    "the REST endpoint is plain HTTP and would carry API keys in clear next to \
+                     a TLS gRPC port: terminate TLS for it in a proxy, or leave it off",
+                ));
+            }
         }
         if self.network.role.restore() {
             if let Err(e) = crate::device::parse(&self.restore.restore_device) {

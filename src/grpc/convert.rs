@@ -351,3 +351,56 @@ pub fn restore_error(id: u64, e: &Error) -> pb::RestoreResponse {
         ..Default::default()
     }
 }
+
+/// A model's statistics in Triton's form.
+pub fn model_statistics(
+    served: &crate::restore::registry::Served,
+) -> pb::inference::ModelStatistics {
+    use crate::restore::stats::Tally;
+    use pb::inference as k;
+    let d = |t: Tally| {
+        Some(k::StatisticDuration {
+            count: t.count,
+            ns: t.ns,
+        })
+    };
+    let s = served.stats.snapshot();
+    k::ModelStatistics {
+        name: served.name.clone(),
+        version: protocol_version(&served.version),
+        last_inference: s.last_inference_ms,
+        inference_count: s.inference_count,
+        execution_count: s.execution_count,
+        inference_stats: Some(k::InferStatistics {
+            success: d(s.success),
+            fail: d(s.fail),
+            queue: d(s.queue),
+            compute_input: d(s.compute_input),
+            compute_infer: d(s.compute_infer),
+            compute_output: d(s.compute_output),
+            cache_hit: d(Tally::default()),
+            cache_miss: d(Tally::default()),
+        }),
+        batch_stats: s
+            .batches
+            .iter()
+            .map(|(&batch_size, &t)| k::InferBatchStatistics {
+                batch_size,
+                compute_input: d(Tally::default()),
+                compute_infer: d(t),
+                compute_output: d(Tally::default()),
+            })
+            .collect(),
+    }
+}
+
+/// A model version as the protocol shows it. Triton's versions are integers, and its tools
+/// (perf_analyzer) parse them as such, so the default version — 12 hex digits of the
+/// artifact's sha256 — appears as its decimal value; any other version (given at LoadModel)
+/// as it is.
+pub fn protocol_version(version: &str) -> String {
+    match u64::from_str_radix(version, 16) {
+        Ok(v) if version.len() == 12 => v.to_string(),
+        _ => version.to_string(),
+    }
+}

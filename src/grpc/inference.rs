@@ -5,13 +5,17 @@
 
 use tonic::{Request, Response, Status};
 
+use std::sync::Arc;
+
+use super::convert::protocol_version;
 use super::restore::{ordered_stream, RestoreService};
 use crate::pb;
 use crate::pb::inference as kserve;
+use crate::restore::registry::Served;
 use crate::{Error, Result};
 
 /// The Triton protocol extensions served (ServerMetadata lists them).
-pub const EXTENSIONS: &[&str] = &["model_configuration"];
+pub const EXTENSIONS: &[&str] = &["model_configuration", "statistics"];
 
 /// The one input and the one output tensor of every model.
 pub const INPUT: &str = "INPUT";
@@ -51,7 +55,9 @@ impl Datatype {
     }
 }
 
-/// The service over the Restore service it shares its path with.
+/// The service over the Restore service it shares its path with (cheap to clone: the REST
+/// binding holds one too).
+#[derive(Clone)]
 pub struct InferenceService {
     restore: RestoreService,
 }
@@ -59,6 +65,30 @@ pub struct InferenceService {
 impl InferenceService {
     pub fn new(restore: RestoreService) -> Self {
         Self { restore }
+    }
+
+    /// The model a request names, its version given natively or as [`protocol_version`].
+    fn served(&self, name: &str, version: &str) -> Result<Arc<Served>> {
+        let served = self.restore.registry().get(name, "")?;
+        if version.is_empty()
+            || version == served.version
+            || version == protocol_version(&served.version)
+        {
+            return Ok(served);
+        }
+        Err(Error::NotFound(format!(
+            "model `{}` version `{version}` (loaded: `{}`)",
+            served.name,
+            protocol_version(&served.version)
+        )))
+    }
+
+    /// A Restore request for the model `r` names, its version in the registry's spelling.
+    fn native(&self, mut r: pb::RestoreRequest) -> Result<pb::RestoreRequest> {
+        if !r.version.is_empty() {
+            r.version = self.served(&r.model, &r.version)?.version.clone();
+        }
+        Ok(r)
     }
 }
 
@@ -244,7 +274,7 @@ fn infer_response(
     let raw: Vec<u8> = resp.images.into_iter().flat_map(|i| i.data).collect();
     kserve::ModelInferResponse {
         model_name: resp.model,
-        model_version: resp.version,
+        model_version: protocol_version(&resp.version),
         id: req.id.clone(),
         outputs: vec![kserve::model_infer_response::InferOutputTensor {
             name: OUTPUT.into(),
@@ -268,12 +298,15 @@ fn tensor(name: &str) -> kserve::model_metadata_response::TensorMetadata {
 /// One ModelInfer of a stream: the answer, or the error as the stream's `error_message` (code
 /// and message as the unary call would give them).
 async fn stream_one(
-    restore: RestoreService,
+    svc: InferenceService,
     req: kserve::ModelInferRequest,
 ) -> kserve::ModelStreamInferResponse {
     let answer = async {
         let (req, r, dtype) = to_restore(req).await?;
-        let resp = restore.restore_waiting(r, "ModelStreamInfer").await?;
+        let resp = svc
+            .restore
+            .restore_waiting(svc.native(r)?, "ModelStreamInfer")
+            .await?;
         Ok::<_, Error>(infer_response(&req, resp, dtype))
     };
     match answer.await {
@@ -308,11 +341,11 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         if self.restore.draining() {
             return Err(Error::unavailable("the server is shutting down").into());
         }
-        let restore = self.restore.clone();
+        let svc = self.clone();
         let out = ordered_stream(
             req.into_inner(),
             self.restore.shutdown(),
-            move |r| stream_one(restore.clone(), r),
+            move |r| stream_one(svc.clone(), r),
             stream_error,
         );
         Ok(Response::new(Box::pin(out)))
@@ -338,8 +371,7 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         req: Request<kserve::ModelReadyRequest>,
     ) -> Result<Response<kserve::ModelReadyResponse>, Status> {
         let r = req.into_inner();
-        let ready =
-            !self.restore.draining() && self.restore.registry().get(&r.name, &r.version).is_ok();
+        let ready = !self.restore.draining() && self.served(&r.name, &r.version).is_ok();
         Ok(Response::new(kserve::ModelReadyResponse { ready }))
     }
 
@@ -359,10 +391,10 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         req: Request<kserve::ModelMetadataRequest>,
     ) -> Result<Response<kserve::ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        let served = self.restore.registry().get(&r.name, &r.version)?;
+        let served = self.served(&r.name, &r.version)?;
         Ok(Response::new(kserve::ModelMetadataResponse {
             name: served.name.clone(),
-            versions: vec![served.version.clone()],
+            versions: vec![protocol_version(&served.version)],
             platform: "noiseda".into(),
             inputs: vec![tensor(INPUT)],
             outputs: vec![tensor(OUTPUT)],
@@ -374,7 +406,7 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         req: Request<kserve::ModelConfigRequest>,
     ) -> Result<Response<kserve::ModelConfigResponse>, Status> {
         let r = req.into_inner();
-        let served = self.restore.registry().get(&r.name, &r.version)?;
+        let served = self.served(&r.name, &r.version)?;
         let batch = self.restore.registry().batch_options();
         let max = batch.max_batch_size.min(i32::MAX as usize) as i32;
         let dims = vec![-1, -1, 3];
@@ -405,6 +437,25 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         }))
     }
 
+    async fn model_statistics(
+        &self,
+        req: Request<kserve::ModelStatisticsRequest>,
+    ) -> Result<Response<kserve::ModelStatisticsResponse>, Status> {
+        let r = req.into_inner();
+        let registry = self.restore.registry();
+        let served = if r.name.is_empty() {
+            registry.list().into_iter().map(|(s, _)| s).collect()
+        } else {
+            vec![self.served(&r.name, &r.version)?]
+        };
+        Ok(Response::new(kserve::ModelStatisticsResponse {
+            model_stats: served
+                .iter()
+                .map(|s| super::convert::model_statistics(s))
+                .collect(),
+        }))
+    }
+
     async fn model_infer(
         &self,
         req: Request<kserve::ModelInferRequest>,
@@ -413,7 +464,7 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
         let (req, restore, dtype) = to_restore(req.into_inner()).await?;
         let resp = self
             .restore
-            .restore_once(restore, &meta, "ModelInfer")
+            .restore_once(self.native(restore)?, &meta, "ModelInfer")
             .await?;
         Ok(Response::new(infer_response(&req, resp, dtype)))
     }
@@ -422,6 +473,15 @@ impl kserve::grpc_inference_service_server::GrpcInferenceService for InferenceSe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn default_versions_are_shown_as_integers() {
+        assert_eq!(protocol_version("f450b381e48a"), "268627446195338");
+        assert_eq!(protocol_version("000000000001"), "1");
+        for own in ["v2", "1", "f450b381e48", "release-7"] {
+            assert_eq!(protocol_version(own), own);
+        }
+    }
 
     #[test]
     fn shapes_are_nhwc_rgb_and_never_overflow() {

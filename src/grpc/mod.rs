@@ -1,6 +1,7 @@
 //! `noiseda serve`: the gRPC layer. [`router`] builds the services (Training, Restore + Models,
 //! grpc.health.v1, reflection) behind the API-key layer; [`serve`] starts the job manager and
-//! the model registry, binds, serves, and drains on shutdown. One file per service; every
+//! the model registry, binds, serves (and the inference protocol's REST binding, `rest.rs`,
+//! when asked), and drains on shutdown. One file per service; every
 //! pb <-> domain conversion is in `convert.rs`, the only `Error` -> `Status` mapping in
 //! `status.rs`. The domain below is `jobs/` and `restore/`; the client is `crate::client`.
 
@@ -9,6 +10,7 @@ pub mod config;
 pub mod convert;
 pub mod inference;
 pub mod prometheus;
+pub mod rest;
 pub mod restore;
 pub mod status;
 pub mod training;
@@ -112,9 +114,9 @@ fn router(
     health_service: tonic_health::pb::health_server::HealthServer<
         impl tonic_health::pb::health_server::Health,
     >,
-    keys: Option<auth::ApiKeys>,
+    keys: Option<Arc<auth::ApiKeys>>,
     tls: Option<tonic::transport::ServerTlsConfig>,
-) -> Result<Router> {
+) -> Result<(Router, Option<inference::InferenceService>)> {
     // Reflection in both versions: v1, and v1alpha for the clients that still ask for it
     // (grpcio-reflection's Python client, older grpcurl and GUI clients).
     let descriptors = || {
@@ -134,12 +136,15 @@ fn router(
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit)
     });
-    let (restore_svc, models_svc, inference_svc) = match &parts.registry {
+    let (restore_svc, models_svc, inference_svc, inference) = match &parts.registry {
         Some(r) => {
             let (restore, models, inference) = restore_services(cfg, r, parts);
-            (Some(restore), Some(models), Some(inference))
+            let server = InferenceServer::new(inference.clone())
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit);
+            (Some(restore), Some(models), Some(server), Some(inference))
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
     let mut builder = tonic::transport::Server::builder();
     if let Some(tls) = tls {
@@ -147,7 +152,7 @@ fn router(
             .tls_config(tls)
             .map_err(|e| Error::invalid("--tls-cert", e.to_string()))?;
     }
-    Ok(builder
+    let router = builder
         .trace_fn(|req| tracing::info_span!("grpc", method = %req.uri().path()))
         .layer(auth::AuthLayer::new(keys))
         .add_service(health_service)
@@ -156,17 +161,29 @@ fn router(
         .add_optional_service(training)
         .add_optional_service(restore_svc)
         .add_optional_service(models_svc)
-        .add_optional_service(inference_svc))
+        .add_optional_service(inference_svc);
+    Ok((router, inference))
 }
 
-/// The sockets a server answers on: gRPC and the Prometheus `GET /metrics`.
+/// The sockets a server answers on: gRPC, the Prometheus `GET /metrics`, and the inference
+/// protocol's REST binding when it is on.
 pub struct Listeners {
     pub grpc: tokio::net::TcpListener,
     pub metrics: tokio::net::TcpListener,
+    pub http: Option<tokio::net::TcpListener>,
+}
+
+/// The addresses a server is answering on, once it serves.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub metrics: SocketAddr,
+    /// The KServe v2 REST address (`--http-listen`).
+    pub http: Option<SocketAddr>,
 }
 
 impl Listeners {
-    /// Binds `--listen` and `--metrics-listen`.
+    /// Binds `--listen`, `--metrics-listen` and `--http-listen`.
     pub async fn bind(cfg: &ServerConfig) -> Result<Self> {
         let bind = |what: &'static str, addr: SocketAddr| async move {
             tokio::net::TcpListener::bind(addr)
@@ -176,44 +193,51 @@ impl Listeners {
         Ok(Self {
             grpc: bind("listen", cfg.network.listen).await?,
             metrics: bind("metrics", cfg.network.metrics_listen).await?,
+            http: match cfg.network.http_listen {
+                Some(a) => Some(bind("http", a).await?),
+                None => None,
+            },
         })
     }
 }
 
 /// Runs the server until `stop` resolves, then drains: readiness goes NOT_SERVING, metric
 /// streams end (clients reconnect with their last seq), running jobs checkpoint within the
-/// grace period. `ready` receives the bound (gRPC, metrics) addresses once serving. The
+/// grace period. `ready` receives the bound addresses once serving. The
 /// config is validated first. The listeners are bound here, after the job manager and the
 /// registry have started, so that a bound address means a server that answers (the path of
 /// `noiseda serve`).
 pub async fn serve(
     cfg: ServerConfig,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr, SocketAddr),
+    ready: impl FnOnce(Bound),
 ) -> Result<()> {
     run(cfg, None, stop, ready).await
 }
 
 /// [`serve`] on listeners the caller bound beforehand (in-process servers: tests bind
 /// `127.0.0.1:0` first, so they know the address without waiting; connections made before the
-/// server is up wait in the listen backlog). `--listen` and `--metrics-listen` are ignored.
+/// server is up wait in the listen backlog). `--listen`, `--metrics-listen` and
+/// `--http-listen` are ignored; REST is served when `listeners.http` is given (and the Restore
+/// role runs).
 pub async fn serve_on(
     listeners: Listeners,
     cfg: ServerConfig,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    run(cfg, Some(listeners), shutdown, |_, _| {}).await
+    run(cfg, Some(listeners), shutdown, |_| {}).await
 }
 
 async fn run(
     cfg: ServerConfig,
     listeners: Option<Listeners>,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
-    ready: impl FnOnce(SocketAddr, SocketAddr),
+    ready: impl FnOnce(Bound),
 ) -> Result<()> {
     cfg.validate()?;
     let cfg = Arc::new(cfg);
     let (keys, tls) = load_auth(&cfg).await?;
+    let keys = keys.map(Arc::new);
     open_devices(&cfg).await?;
     let prom = Arc::new(prometheus::Prom::new());
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -229,7 +253,7 @@ async fn run(
         shutdown_tx,
         shutdown_rx,
     };
-    let router = router(&cfg, &parts, health_service, keys, tls)?;
+    let (router, inference) = router(&cfg, &parts, health_service, keys.clone(), tls)?;
 
     let listeners = match listeners {
         Some(l) => l,
@@ -245,9 +269,24 @@ async fn run(
             let _ = metrics_stop.wait_for(|s| *s).await;
         })?;
     let metrics_task = tokio::spawn(metrics_server);
+    let (http_addr, rest_task) = match (listeners.http, inference) {
+        (Some(listener), Some(svc)) => {
+            let mut rest_stop = parts.shutdown_rx.clone();
+            let app = rest::router(svc, keys, cfg.network.payload_limit);
+            let (a, fut) = rest::bind(listener, app, async move {
+                let _ = rest_stop.wait_for(|s| *s).await;
+            })?;
+            (Some(a), Some(tokio::spawn(fut)))
+        }
+        _ => (None, None),
+    };
     start_scheduling(&parts).await?;
-    tracing::info!(%addr, %metrics_addr, role = ?cfg.network.role, data_dir = %cfg.storage.data_dir.display(), "serving");
-    ready(addr, metrics_addr);
+    tracing::info!(%addr, %metrics_addr, http = ?http_addr, role = ?cfg.network.role, data_dir = %cfg.storage.data_dir.display(), "serving");
+    ready(Bound {
+        grpc: addr,
+        metrics: metrics_addr,
+        http: http_addr,
+    });
 
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<Instant>();
     let manager = parts.manager.clone();
@@ -279,6 +318,9 @@ async fn run(
         None => 0,
     };
     let _ = metrics_task.await;
+    if let Some(t) = rest_task {
+        let _ = t.await;
+    }
     tracing::info!(jobs_left_running = left, "stopped");
     Ok(())
 }
@@ -411,7 +453,7 @@ fn restore_services(
     cfg: &ServerConfig,
     registry: &Arc<Registry>,
     parts: &Parts,
-) -> (RestoreServer, ModelsServer, InferenceServer) {
+) -> (RestoreServer, ModelsServer, inference::InferenceService) {
     let limit = cfg.network.payload_limit;
     let info = convert::server_info(cfg);
     let service = restore::RestoreService::new(
@@ -420,9 +462,7 @@ fn restore_services(
         parts.prom.clone(),
         parts.shutdown_rx.clone(),
     );
-    let inference = InferenceServer::new(inference::InferenceService::new(service.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
+    let inference = inference::InferenceService::new(service.clone());
     let restore = pb::restore_server::RestoreServer::new(service)
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);

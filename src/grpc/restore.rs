@@ -16,7 +16,8 @@ use super::prometheus::Prom;
 use crate::pb;
 use crate::restore::batcher::{Done, Pending};
 use crate::restore::codec;
-use crate::restore::registry::Registry;
+use crate::restore::registry::{Registry, Served};
+use crate::restore::stats::RequestTimes;
 use crate::{Error, Result};
 
 /// Requests of one RestoreStream being worked on at once (responses stay in order).
@@ -157,9 +158,8 @@ impl Inner {
         Ok(permits)
     }
 
-    /// Serves one request end to end: check, decode (off the runtime), admit, queue, wait,
-    /// encode (off the runtime), answer. ~100 lines: one pipeline whose steps share the
-    /// request, the deadline and the timings.
+    /// Serves one request end to end: check, then [`Inner::pipeline`]; the model's statistics
+    /// count the request as succeeded or failed.
     async fn handle(
         self: &Arc<Self>,
         req: pb::RestoreRequest,
@@ -185,6 +185,27 @@ impl Inner {
             )));
         }
         let served = self.registry.get(&req.model, &req.version)?;
+        let r = self
+            .pipeline(&served, req, format, deadline, admission, t0)
+            .await;
+        if r.is_err() {
+            served.stats.failed(t0.elapsed());
+        }
+        r
+    }
+
+    /// Decode (off the runtime), admit, queue, wait, encode (off the runtime), answer. ~90
+    /// lines: one pipeline whose steps share the request, the deadline and the timings.
+    async fn pipeline(
+        self: &Arc<Self>,
+        served: &Arc<Served>,
+        req: pb::RestoreRequest,
+        format: codec::OutputFormat,
+        deadline: Option<Instant>,
+        admission: Admission,
+        t0: Instant,
+    ) -> Result<pb::RestoreResponse> {
+        let n = req.images.len();
         // Tile sides round up to 8, the U-Net presets' multiple (DnCNN takes any size).
         let multiple = 8;
         let me = self.clone();
@@ -252,6 +273,9 @@ impl Inner {
         .await
         .map_err(|e| Error::unavailable(format!("encoding failed: {e}")))??;
         let total = t0.elapsed();
+        served
+            .stats
+            .succeeded(request_times(&encoded, &decode_times, total));
         let images = encoded
             .into_iter()
             .zip(decode_times)
@@ -259,7 +283,28 @@ impl Inner {
                 convert::restored_image(&d, data, format, [dec, d.queue, d.inference, enc, total])
             })
             .collect();
-        Ok(convert::restore_response(&served, images, req.id))
+        Ok(convert::restore_response(served, images, req.id))
+    }
+}
+
+/// A request's timings for the model's statistics: queue and forward pass as the means over
+/// its images, decoding and encoding summed.
+fn request_times(
+    encoded: &[(Done, Vec<u8>, Duration)],
+    decode: &[Duration],
+    total: Duration,
+) -> RequestTimes {
+    let n = encoded.len().max(1) as u32;
+    RequestTimes {
+        total,
+        decode: decode.iter().sum(),
+        queue: encoded.iter().map(|(d, _, _)| d.queue).sum::<Duration>() / n,
+        infer: encoded
+            .iter()
+            .map(|(d, _, _)| d.inference)
+            .sum::<Duration>()
+            / n,
+        encode: encoded.iter().map(|(_, _, e)| *e).sum(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! The only mapping from [`Error`] to a gRPC status in the crate: its code, and the message a
 //! client gets. Server faults ([`Error::Internal`]: I/O, tensors, the data loader, SQLite, a
 //! panicked job thread) reach the client as a generic message; their detail is logged here.
-//! Bad spec values travel as `google.rpc.BadRequest` field violations.
+//! Bad spec values travel as `google.rpc.BadRequest` field violations. The REST binding of the
+//! inference protocol answers with the HTTP status of [`http_status`].
 
 use tonic::{Code, Status};
 
@@ -51,5 +52,22 @@ impl From<Error> for Status {
             details.add_bad_request_violation(field, description);
         }
         <Status as tonic_types::StatusExt>::with_error_details(code, msg, details)
+    }
+}
+
+/// The HTTP status the REST binding answers a gRPC code with.
+pub fn http_status(code: Code) -> u16 {
+    match code {
+        Code::Ok => 200,
+        Code::InvalidArgument | Code::OutOfRange | Code::FailedPrecondition => 400,
+        Code::Unauthenticated => 401,
+        Code::PermissionDenied => 403,
+        Code::NotFound => 404,
+        Code::AlreadyExists | Code::Aborted => 409,
+        Code::ResourceExhausted => 429,
+        Code::Unimplemented => 501,
+        Code::Unavailable | Code::Cancelled => 503,
+        Code::DeadlineExceeded => 504,
+        Code::Unknown | Code::Internal | Code::DataLoss => 500,
     }
 }

@@ -12,6 +12,7 @@ use candle::Device;
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
 
 use super::config::BatchConfig;
+use super::stats::ModelStats;
 use super::Telemetry;
 use crate::config::DataRange;
 use crate::data::Image;
@@ -55,6 +56,7 @@ impl Batcher {
         device: Device,
         opts: BatchConfig,
         prom: Arc<dyn Telemetry>,
+        stats: Arc<ModelStats>,
     ) -> Result<Self> {
         let (tx, rx) = sync_channel(opts.max_queue.max(1));
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -64,6 +66,7 @@ impl Batcher {
             device,
             opts,
             prom,
+            stats,
             queued: queued.clone(),
         };
         std::thread::Builder::new()
@@ -100,6 +103,7 @@ struct Worker {
     device: Device,
     opts: BatchConfig,
     prom: Arc<dyn Telemetry>,
+    stats: Arc<ModelStats>,
     queued: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -238,6 +242,7 @@ impl Worker {
         self.prom.batch(n, n * h * w, inference);
         match result {
             Ok(images) => {
+                self.stats.batch(n, inference);
                 for (p, image) in batch.into_iter().zip(images) {
                     let queue = started.saturating_duration_since(p.enqueued);
                     self.prom.queued(queue);

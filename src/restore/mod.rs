@@ -6,6 +6,7 @@ pub mod batcher;
 pub mod codec;
 pub mod config;
 pub mod registry;
+pub mod stats;
 
 use std::time::Duration;
 

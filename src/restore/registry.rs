@@ -13,6 +13,7 @@ use tokio::sync::{oneshot, Semaphore};
 
 use super::batcher::{Batcher, Pending};
 use super::config::BatchConfig;
+use super::stats::ModelStats;
 use super::Telemetry;
 use crate::artifact::{self, Manifest};
 use crate::data::Image;
@@ -26,6 +27,7 @@ pub struct Served {
     pub dir: PathBuf,
     pub loaded_at: SystemTime,
     pub batcher: Batcher,
+    pub stats: Arc<ModelStats>,
 }
 
 #[derive(Default)]
@@ -225,6 +227,7 @@ impl Registry {
         } else {
             version.to_string()
         };
+        let stats = Arc::new(ModelStats::default());
         let batcher = Batcher::spawn(
             name,
             model.net,
@@ -232,6 +235,7 @@ impl Registry {
             self.device.clone(),
             self.batch,
             self.prom.clone(),
+            stats.clone(),
         )?;
         let served = Arc::new(Served {
             name: name.to_string(),
@@ -240,8 +244,10 @@ impl Registry {
             dir: model.dir,
             loaded_at: SystemTime::now(),
             batcher,
+            stats,
         });
         warm_up(&served, &self.permits)?;
+        served.stats.clear();
         let mut m = self.write();
         let old = m.by_name.insert(name.to_string(), served.clone());
         if make_default || m.default.is_none() {

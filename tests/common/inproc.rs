@@ -18,6 +18,8 @@ pub struct InProcess {
     pub addr: String,
     /// `http://127.0.0.1:PORT/metrics`.
     pub metrics: String,
+    /// `http://127.0.0.1:PORT` of the KServe v2 REST binding (served with the Restore role).
+    pub http: String,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<noiseda::Result<()>>>,
 }
@@ -30,15 +32,26 @@ impl InProcess {
         let cfg = ServerConfig::from_flags(&args).unwrap();
         let grpc = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let http_url = format!("http://{}", http.local_addr().unwrap());
         let addr = format!("http://{}", grpc.local_addr().unwrap());
         let metrics_url = format!("http://{}/metrics", metrics.local_addr().unwrap());
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve_on(Listeners { grpc, metrics }, cfg, async move {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(serve_on(
+            Listeners {
+                grpc,
+                metrics,
+                http: Some(http),
+            },
+            cfg,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
         let server = Self {
             addr,
             metrics: metrics_url,
+            http: http_url,
             stop: Some(stop),
             task: Some(task),
         };

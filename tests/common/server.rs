@@ -13,6 +13,8 @@ pub struct Server {
     child: Child,
     pub addr: String,
     pub metrics: String,
+    /// `http://ADDR` of the KServe v2 REST binding, when started with `--http-listen`.
+    pub http: Option<String>,
     pub log: PathBuf,
 }
 
@@ -72,9 +74,10 @@ impl Server {
         BufReader::new(child.stdout.take().unwrap())
             .read_line(&mut line)
             .unwrap();
-        // "noiseda serve: listening on ADDR, metrics on http://ADDR/metrics"
+        // "noiseda serve: listening on ADDR, metrics on http://ADDR/metrics[, KServe v2 REST
+        // on http://ADDR]"
         let words: Vec<&str> = line.split_whitespace().collect();
-        if words.len() != 8 || words[2] != "listening" {
+        if !matches!(words.len(), 8 | 13) || words[2] != "listening" {
             let _ = child.kill();
             panic!(
                 "server did not start: {line:?}\n{}",
@@ -83,7 +86,8 @@ impl Server {
         }
         Self {
             addr: format!("http://{}", words[4].trim_end_matches(',')),
-            metrics: words[7].to_string(),
+            metrics: words[7].trim_end_matches(',').to_string(),
+            http: words.get(12).map(|w| w.to_string()),
             log,
             child,
         }
@@ -288,4 +292,37 @@ pub async fn http_get(url: &str) -> String {
     s.read_to_string(&mut out).await.unwrap();
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
     out
+}
+
+/// One plain HTTP/1.1 request with tokio alone: `(status, body)`. `auth` is sent as
+/// `Authorization: Bearer …`.
+pub async fn http_call(method: &str, url: &str, auth: Option<&str>, body: &[u8]) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut s = tokio::net::TcpStream::connect(host).await.unwrap();
+    let auth = auth
+        .map(|k| format!("Authorization: Bearer {k}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "{method} /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{auth}\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The server may answer (and close) before reading a body it refuses.
+    let _ = s.write_all(body).await;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out).await;
+    let out = String::from_utf8_lossy(&out).to_string();
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no HTTP status in {out:?}"));
+    let body = out
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }

@@ -4,8 +4,8 @@ Usage: triton_client.py HOST:PORT MODEL OUT_DIR MAX_BATCH
 Checks live / ready / model-ready, the server and model metadata and the model configuration
 (max_batch_size = the server's MAX_BATCH), restores a UINT8 batch of 1 and of 4
 and an FP32 batch of 1, and writes the outputs (and inputs) as raw bytes to OUT_DIR for the
-caller to compare with noiseda.v1.Restore; then checks that bad requests get the protocol's
-codes. Prints "ok" on success.
+caller to compare with noiseda.v1.Restore; checks the model's statistics; then checks that
+bad requests get the protocol's codes. Prints "ok" on success.
 """
 import os
 import sys
@@ -49,7 +49,7 @@ def main():
     assert client.is_model_ready(model)
     assert not client.is_model_ready("no-such-model")
     meta = client.get_model_metadata(model)
-    assert meta.name == model, meta
+    assert meta.name == model and meta.versions[0].isdigit(), meta  # integer versions, as Triton's tools expect
     assert [t.name for t in meta.inputs] == ["INPUT"] and list(meta.inputs[0].shape) == [-1, -1, -1, 3], meta
     assert [t.name for t in meta.outputs] == ["OUTPUT"], meta
     server = client.get_server_metadata()
@@ -98,6 +98,20 @@ def main():
     out, _ = infer(client, model, f32, "FP32")
     assert out.shape == f32.shape and out.dtype == np.float32, (out.shape, out.dtype)
     out.tofile(os.path.join(out_dir, "f32-1.out"))
+
+    # Statistics: 9 requests answered so far (1 + 1 of UINT8, 3 streamed, 3 unary, 1 FP32) with
+    # 12 images, every forward pass in batch_stats.
+    assert "statistics" in server.extensions, server
+    stats = client.get_inference_statistics(model).model_stats
+    assert len(stats) == 1 and stats[0].name == model, stats
+    s = stats[0]
+    assert s.inference_stats.success.count == 9, s
+    assert s.inference_count == 12, s
+    assert s.execution_count == sum(b.compute_infer.count for b in s.batch_stats), s
+    assert 1 <= s.execution_count <= 12 and s.last_inference > 0, s
+    assert s.inference_stats.compute_infer.ns > 0 and s.inference_stats.success.ns > 0, s
+    assert len(client.get_inference_statistics().model_stats) >= 1
+    expect_error("NOT_FOUND", lambda: client.get_inference_statistics("no-such-model"))
 
     # Bad requests: the protocol's codes, the message naming the field.
     m = expect_error("NOT_FOUND", lambda: infer(client, "no-such-model", one, "UINT8"))
