@@ -1,7 +1,8 @@
 //! `noiseda bench restore-load`: drives concurrent clients against a local Restore server for a
-//! bounded time, with and without batching, through `noiseda.v1.Restore` and (batched, raw
-//! input) through the Open Inference Protocol's ModelInfer, and sets throughput and latency
-//! next to the raw model time of the same network measured in the same run.
+//! bounded time, with and without batching, and sets throughput and latency next to the raw
+//! model time of the same network measured in the same run; a mixed mode sends half the
+//! clients through the Open Inference Protocol's ModelInfer and half through
+//! `noiseda.v1.Restore` into the same batches, so the two latencies differ only by protocol.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -60,10 +61,12 @@ pub struct ModeReport {
     pub served_ms_per_image: f64,
     /// (served − raw) / raw.
     pub overhead: f64,
+    /// Mean latency (ms) of each API's requests in this mode (`restore`, `model_infer`).
+    pub mean_ms_by_api: BTreeMap<String, f64>,
 }
 
-/// Which API the clients of a mode call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Which API a client calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Api {
     /// `noiseda.v1.Restore/Restore`.
     Native,
@@ -80,8 +83,9 @@ pub struct LoadReport {
     pub threads: usize,
     pub input: String,
     pub modes: Vec<ModeReport>,
-    /// Served time per image through ModelInfer over the native Restore's, minus one, both
-    /// batched, in this run (absent with PNG input: the protocol carries raw tensors).
+    /// Mean latency of ModelInfer over that of Restore, minus one, in the mixed mode (the
+    /// same server, batches and moments; absent with PNG input: the protocol carries raw
+    /// tensors).
     pub protocol_overhead: Option<f64>,
 }
 
@@ -171,13 +175,13 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
         .build()
         .map_err(|e| Error::io("tokio runtime", e))?;
     let mut modes = Vec::new();
-    let mut plan = vec![("batched", opts.batch, raw_batched, Api::Native)];
+    let mut plan = vec![("batched", opts.batch, raw_batched, &[Api::Native][..])];
     if !opts.png {
-        plan.push(("oip-batched", opts.batch, raw_batched, Api::Oip));
+        plan.push(("mixed", opts.batch, raw_batched, &[Api::Native, Api::Oip]));
     }
-    plan.push(("unbatched", 1, raw_single, Api::Native));
-    for (mode, max_batch, raw_ms, api) in plan {
-        let report = rt.block_on(one_mode(opts, &tmp, mode, max_batch, raw_ms, api))?;
+    plan.push(("unbatched", 1, raw_single, &[Api::Native]));
+    for (mode, max_batch, raw_ms, apis) in plan {
+        let report = rt.block_on(one_mode(opts, &tmp, mode, max_batch, raw_ms, apis))?;
         eprintln!(
             "{mode:<10} {:.1} img/s, p50 {:.1} ms, p99 {:.1} ms, mean batch {:.2}, overhead {:+.1} %",
             report.images_per_second,
@@ -189,15 +193,13 @@ pub fn run(opts: &LoadOptions) -> Result<LoadReport> {
         modes.push(report);
     }
     let _ = std::fs::remove_dir_all(&tmp);
-    let served = |name: &str| {
-        modes
-            .iter()
-            .find(|m| m.mode == name)
-            .map(|m| m.served_ms_per_image)
-    };
-    let protocol_overhead = served("oip-batched")
-        .zip(served("batched"))
-        .map(|(oip, native)| oip / native - 1.0);
+    let protocol_overhead = modes.iter().find(|m| m.mode == "mixed").and_then(|m| {
+        let (oip, native) = (
+            m.mean_ms_by_api.get("model_infer")?,
+            m.mean_ms_by_api.get("restore")?,
+        );
+        Some(oip / native - 1.0)
+    });
     Ok(LoadReport {
         preset: opts.preset.clone(),
         size: opts.size,
@@ -271,12 +273,12 @@ fn request(opts: &LoadOptions, k: usize) -> pb::RestoreRequest {
     }
 }
 
-/// What the clients saw: latencies (ms), the batch size of every answer, errors by code, and
+/// What the clients saw: latencies (ms), all and by API, errors by code, and
 /// when the last client finished.
 #[derive(Default)]
 struct Seen {
     latencies: Vec<f64>,
-    batches: Vec<u32>,
+    by_api: BTreeMap<Api, Vec<f64>>,
     errors: BTreeMap<String, u64>,
 }
 
@@ -309,18 +311,17 @@ enum Caller {
 }
 
 impl Caller {
-    /// One call; the batch size of every image answered (ModelInfer does not report it).
-    async fn call(&mut self) -> std::result::Result<Vec<u32>, tonic::Status> {
+    async fn call(&mut self) -> std::result::Result<(), tonic::Status> {
         match self {
-            Caller::Native(c, req) => Ok(c
-                .restore(req.clone())
-                .await?
-                .into_inner()
-                .images
-                .iter()
-                .map(|i| i.batch_size)
-                .collect()),
-            Caller::Oip(c, req) => c.model_infer(req.clone()).await.map(|_| Vec::new()),
+            Caller::Native(c, req) => c.restore(req.clone()).await.map(|_| ()),
+            Caller::Oip(c, req) => c.model_infer(req.clone()).await.map(|_| ()),
+        }
+    }
+
+    fn api(&self) -> Api {
+        match self {
+            Caller::Native(..) => Api::Native,
+            Caller::Oip(..) => Api::Oip,
         }
     }
 }
@@ -341,9 +342,10 @@ async fn client_loop(
     while Instant::now() < end {
         let t = Instant::now();
         match client.call().await {
-            Ok(batches) => {
-                seen.latencies.push(t.elapsed().as_secs_f64() * 1e3);
-                seen.batches.extend(batches);
+            Ok(()) => {
+                let ms = t.elapsed().as_secs_f64() * 1e3;
+                seen.latencies.push(ms);
+                seen.by_api.entry(client.api()).or_default().push(ms);
             }
             Err(s) => *seen.errors.entry(format!("{:?}", s.code())).or_default() += 1,
         }
@@ -358,7 +360,7 @@ async fn one_mode(
     mode: &str,
     max_batch: usize,
     raw_ms: f64,
-    api: Api,
+    apis: &[Api],
 ) -> Result<ModeReport> {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (addr_tx, addr_rx) = tokio::sync::oneshot::channel::<SocketAddr>();
@@ -376,19 +378,16 @@ async fn one_mode(
         .map_err(|_| Error::unavailable("the load-test server did not start"))?;
     let url = format!("http://{addr}");
     let native = crate::client::restore_client(&url).await?;
-    let oip = match api {
-        Api::Oip => Some(crate::client::inference_client(&url).await?),
-        Api::Native => None,
-    };
+    let oip = crate::client::inference_client(&url).await?;
 
     // Warm-up: one request per client, all at once; then all measure together.
     let start = Arc::new(tokio::sync::Barrier::new(opts.clients));
     let measure_from = Arc::new(std::sync::OnceLock::<Instant>::new());
     let tasks: Vec<_> = (0..opts.clients)
         .map(|k| {
-            let caller = match &oip {
-                Some(c) => Caller::Oip(c.clone(), infer_request(opts, k)),
-                None => Caller::Native(native.clone(), request(opts, k)),
+            let caller = match apis[k % apis.len()] {
+                Api::Oip => Caller::Oip(oip.clone(), infer_request(opts, k)),
+                Api::Native => Caller::Native(native.clone(), request(opts, k)),
             };
             tokio::spawn(client_loop(
                 caller,
@@ -405,16 +404,15 @@ async fn one_mode(
             .await
             .map_err(|e| Error::unavailable(format!("load client failed: {e}")))?;
         seen.latencies.extend(s.latencies);
-        seen.batches.extend(s.batches);
+        for (api, v) in s.by_api {
+            seen.by_api.entry(api).or_default().extend(v);
+        }
         for (k, v) in s.errors {
             *seen.errors.entry(k).or_default() += v;
         }
         last = last.max(done);
     }
-    let oip_mean_batch = match oip {
-        Some(c) => Some(oip_mean_batch(c).await?),
-        None => None,
-    };
+    let mean_batch = mean_batch(oip).await?;
     let _ = stop_tx.send(());
     server
         .await
@@ -424,7 +422,7 @@ async fn one_mode(
         .map_or(opts.seconds, |t0| last.duration_since(*t0).as_secs_f64());
     let Seen {
         mut latencies,
-        batches,
+        by_api,
         errors,
     } = seen;
     latencies.sort_by(f64::total_cmp);
@@ -438,18 +436,29 @@ async fn one_mode(
         images_per_second,
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
-        mean_batch: oip_mean_batch.flatten().unwrap_or(
-            batches.iter().map(|&b| b as f64).sum::<f64>() / batches.len().max(1) as f64,
-        ),
+        mean_batch,
         raw_ms_per_image: raw_ms,
         served_ms_per_image: served,
         overhead: (served - raw_ms) / raw_ms,
+        mean_ms_by_api: by_api
+            .into_iter()
+            .map(|(api, v)| {
+                let name = match api {
+                    Api::Native => "restore",
+                    Api::Oip => "model_infer",
+                };
+                (
+                    name.to_string(),
+                    v.iter().sum::<f64>() / v.len().max(1) as f64,
+                )
+            })
+            .collect(),
     })
 }
 
-/// The mean batch of the `load` model from the server's statistics (warm-up requests
-/// included): ModelInfer's answers do not say how their images were batched.
-async fn oip_mean_batch(mut c: crate::client::InferenceClient) -> Result<Option<f64>> {
+/// The mean batch of the `load` model, from the server's statistics (images over forward
+/// passes, the warm-up requests included).
+async fn mean_batch(mut c: crate::client::InferenceClient) -> Result<f64> {
     let stats = c
         .model_statistics(pb::inference::ModelStatisticsRequest {
             name: "load".into(),
@@ -458,10 +467,9 @@ async fn oip_mean_batch(mut c: crate::client::InferenceClient) -> Result<Option<
         .await
         .map_err(|e| Error::unavailable(format!("ModelStatistics: {}", e.message())))?
         .into_inner();
-    Ok(stats
-        .model_stats
-        .first()
-        .map(|m| m.inference_count as f64 / m.execution_count.max(1) as f64))
+    Ok(stats.model_stats.first().map_or(f64::NAN, |m| {
+        m.inference_count as f64 / m.execution_count.max(1) as f64
+    }))
 }
 
 /// The report as a table.
@@ -503,8 +511,8 @@ pub fn table(r: &LoadReport) -> String {
     }
     if let Some(p) = r.protocol_overhead {
         out += &format!(
-            "Open Inference Protocol (ModelInfer) vs noiseda.v1.Restore, batched: {:+.1} % served \
-             time per image\n",
+            "Open Inference Protocol: ModelInfer's mean latency vs noiseda.v1.Restore's in the \
+             mixed mode (same batches): {:+.1} %\n",
             p * 100.0
         );
     }

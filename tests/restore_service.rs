@@ -763,7 +763,7 @@ async fn cli_restores_a_folder_through_the_server() {
 }
 
 /// The load benchmark runs end to end (tiny and short here; see README for real numbers):
-/// native batched, ModelInfer batched (the protocol's overhead beside it), unbatched.
+/// batched, mixed (half the clients through ModelInfer: the protocol's overhead), unbatched.
 #[test]
 fn load_benchmark_reports_every_mode() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_noiseda"))
@@ -780,10 +780,9 @@ fn load_benchmark_reports_every_mode() {
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let modes = r["modes"].as_array().unwrap();
     assert_eq!(modes.len(), 3);
-    for (m, (mode, batch)) in
-        modes
-            .iter()
-            .zip([("batched", 2), ("oip-batched", 2), ("unbatched", 1)])
+    for (m, (mode, batch)) in modes
+        .iter()
+        .zip([("batched", 2), ("mixed", 2), ("unbatched", 1)])
     {
         assert_eq!(m["mode"], mode);
         assert_eq!(m["max_batch_size"], batch);
@@ -800,6 +799,11 @@ fn load_benchmark_reports_every_mode() {
             assert!(m[k].as_f64().unwrap().is_finite(), "{k}: {m}");
         }
     }
+    let by_api = modes[1]["mean_ms_by_api"].as_object().unwrap();
+    assert!(
+        by_api.contains_key("restore") && by_api.contains_key("model_infer"),
+        "{r}"
+    );
     assert!(r["protocol_overhead"].as_f64().unwrap().is_finite(), "{r}");
 }
 

@@ -120,10 +120,15 @@ fn image_shape(shape: &[i64], dtype: Datatype) -> Result<[usize; 4]> {
     Ok([n, h, w, 3])
 }
 
-/// The INPUT tensor's bytes (little-endian), from `raw_input_contents` or the typed contents.
-fn input_bytes(req: &kserve::ModelInferRequest, dtype: Datatype, len: usize) -> Result<Vec<u8>> {
+/// The INPUT tensor's bytes (little-endian), from `raw_input_contents` (moved out of the
+/// request) or the typed contents.
+fn input_bytes(
+    req: &mut kserve::ModelInferRequest,
+    dtype: Datatype,
+    len: usize,
+) -> Result<Vec<u8>> {
     let want = len * dtype.bytes();
-    if let Some(raw) = req.raw_input_contents.first() {
+    if let Some(raw) = req.raw_input_contents.first_mut() {
         if raw.len() != want {
             return Err(Error::invalid(
                 "raw_input_contents[0]",
@@ -134,7 +139,7 @@ fn input_bytes(req: &kserve::ModelInferRequest, dtype: Datatype, len: usize) -> 
                 ),
             ));
         }
-        return Ok(raw.clone());
+        return Ok(std::mem::take(raw));
     }
     let contents = req.inputs[0].contents.as_ref();
     match dtype {
@@ -190,8 +195,8 @@ fn uint_parameter(req: &kserve::ModelInferRequest, key: &str) -> Result<u32> {
 }
 
 /// The Restore request a ModelInfer request means: its N images, raw in and raw out in the
-/// request's datatype, tiling from its parameters.
-fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreRequest, Datatype)> {
+/// request's datatype, tiling from its parameters. The raw input is moved out of `req`.
+fn restore_request(req: &mut kserve::ModelInferRequest) -> Result<(pb::RestoreRequest, Datatype)> {
     let [input] = &req.inputs[..] else {
         return Err(Error::invalid(
             "inputs",
@@ -215,24 +220,31 @@ fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreReques
     }
     let dtype = Datatype::parse(&input.datatype)?;
     let [n, h, w, c] = image_shape(&input.shape, dtype)?;
+    let (model, version) = (req.model_name.clone(), req.model_version.clone());
     let per_image = h * w * c * dtype.bytes();
     let bytes = input_bytes(req, dtype, n * h * w * c)?;
     let pixel_type = match dtype {
         Datatype::Uint8 => pb::PixelType::U8,
         Datatype::Fp32 => pb::PixelType::F32,
     };
-    let images = bytes
-        .chunks_exact(per_image)
-        .map(|data| pb::ImageInput {
-            image: Some(pb::image_input::Image::Raw(pb::RawImage {
-                data: data.to_vec(),
-                height: h as u32,
-                width: w as u32,
-                channels: 3,
-                pixel_type: pixel_type as i32,
-            })),
-        })
-        .collect();
+    let image = |data: Vec<u8>| pb::ImageInput {
+        image: Some(pb::image_input::Image::Raw(pb::RawImage {
+            data,
+            height: h as u32,
+            width: w as u32,
+            channels: 3,
+            pixel_type: pixel_type as i32,
+        })),
+    };
+    // One image keeps the request's buffer; a batch is split into one buffer per image.
+    let images = if n == 1 {
+        vec![image(bytes)]
+    } else {
+        bytes
+            .chunks_exact(per_image)
+            .map(|d| image(d.to_vec()))
+            .collect()
+    };
     let output_format = match dtype {
         Datatype::Uint8 => pb::OutputFormat::RawU8,
         Datatype::Fp32 => pb::OutputFormat::RawF32,
@@ -240,8 +252,8 @@ fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreReques
     Ok((
         pb::RestoreRequest {
             images,
-            model: req.model_name.clone(),
-            version: req.model_version.clone(),
+            model,
+            version,
             output_format: output_format as i32,
             tile_size: uint_parameter(req, "tile_size")?,
             tile_overlap: uint_parameter(req, "tile_overlap")?,
@@ -251,13 +263,25 @@ fn restore_request(req: &kserve::ModelInferRequest) -> Result<(pb::RestoreReques
     ))
 }
 
-/// [`restore_request`] off the async runtime (it copies, and for typed contents converts,
-/// every pixel); gives the request back with its Restore form.
+/// [`restore_request`]; gives the request back with its Restore form. Raw input of one image
+/// is moved, not touched, so it is converted here; a batch (split into copies) or typed
+/// contents (converted value by value) go off the async runtime. The extra hop costs a
+/// scheduling delay on a saturated CPU, which put single-image ModelInfer requests behind
+/// Restore's in the batcher's queue.
 async fn to_restore(
-    req: kserve::ModelInferRequest,
+    mut req: kserve::ModelInferRequest,
 ) -> Result<(kserve::ModelInferRequest, pb::RestoreRequest, Datatype)> {
+    let single_raw = req.raw_input_contents.len() == 1
+        && req
+            .inputs
+            .first()
+            .is_some_and(|i| i.shape.first() == Some(&1));
+    if single_raw {
+        let (restore, dtype) = restore_request(&mut req)?;
+        return Ok((req, restore, dtype));
+    }
     tokio::task::spawn_blocking(move || {
-        let (restore, dtype) = restore_request(&req)?;
+        let (restore, dtype) = restore_request(&mut req)?;
         Ok((req, restore, dtype))
     })
     .await
@@ -271,7 +295,15 @@ fn infer_response(
     dtype: Datatype,
 ) -> kserve::ModelInferResponse {
     let shape = req.inputs[0].shape.clone();
-    let raw: Vec<u8> = resp.images.into_iter().flat_map(|i| i.data).collect();
+    let raw: Vec<u8> = if resp.images.len() == 1 {
+        resp.images
+            .into_iter()
+            .next()
+            .map(|i| i.data)
+            .unwrap_or_default()
+    } else {
+        resp.images.into_iter().flat_map(|i| i.data).collect()
+    };
     kserve::ModelInferResponse {
         model_name: resp.model,
         model_version: protocol_version(&resp.version),
