@@ -397,21 +397,7 @@ async fn one_mode(
             ))
         })
         .collect();
-    let mut seen = Seen::default();
-    let mut last = Instant::now();
-    for t in tasks {
-        let (s, done) = t
-            .await
-            .map_err(|e| Error::unavailable(format!("load client failed: {e}")))?;
-        seen.latencies.extend(s.latencies);
-        for (api, v) in s.by_api {
-            seen.by_api.entry(api).or_default().extend(v);
-        }
-        for (k, v) in s.errors {
-            *seen.errors.entry(k).or_default() += v;
-        }
-        last = last.max(done);
-    }
+    let (seen, last) = gather(tasks).await?;
     let mean_batch = mean_batch(oip).await?;
     let _ = stop_tx.send(());
     server
@@ -454,6 +440,26 @@ async fn one_mode(
             })
             .collect(),
     })
+}
+
+/// Every client's observations together, and when the last one finished.
+async fn gather(tasks: Vec<tokio::task::JoinHandle<(Seen, Instant)>>) -> Result<(Seen, Instant)> {
+    let mut seen = Seen::default();
+    let mut last = Instant::now();
+    for t in tasks {
+        let (s, done) = t
+            .await
+            .map_err(|e| Error::unavailable(format!("load client failed: {e}")))?;
+        seen.latencies.extend(s.latencies);
+        for (api, v) in s.by_api {
+            seen.by_api.entry(api).or_default().extend(v);
+        }
+        for (k, v) in s.errors {
+            *seen.errors.entry(k).or_default() += v;
+        }
+        last = last.max(done);
+    }
+    Ok((seen, last))
 }
 
 /// The mean batch of the `load` model, from the server's statistics (images over forward

@@ -308,3 +308,76 @@ fn assert_equals_native(
         .fold(0f32, f32::max);
     assert!(max <= 1e-6, "{protocol}: FP32 differs by {max}");
 }
+
+/// Triton's own load tool, `perf_analyzer` (run through `scripts/perf-analyzer.sh`, which
+/// fetches it and a newer glibc on first use), drives noiseda unchanged over gRPC and over
+/// REST: every request answered, throughput and server-side statistics in its CSV.
+#[test]
+fn perf_analyzer_measures_noiseda_over_grpc_and_rest() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let script = root.join("scripts/perf-analyzer.sh");
+    let probe = Command::new(&script).arg("--version").output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP perf_analyzer_measures_noiseda_over_grpc_and_rest: scripts/perf-analyzer.sh \
+             could not fetch or start perf_analyzer: {}",
+            probe.map_or_else(
+                |e| e.to_string(),
+                |o| String::from_utf8_lossy(&o.stderr).to_string()
+            )
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let models = tiny_models(tmp.path());
+    let server = common::server::Server::start(
+        &tmp.path().join("data"),
+        &[
+            "--role",
+            "restore",
+            "--model-dir",
+            models.to_str().unwrap(),
+            "--http-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    for (protocol, url) in [
+        ("grpc", server.addr.clone()),
+        ("http", server.http.clone().unwrap()),
+    ] {
+        let csv = tmp.path().join(format!("{protocol}.csv"));
+        let out = Command::new(&script)
+            .args(["-m", "tiny", "-i", protocol, "-u"])
+            .arg(url.trim_start_matches("http://"))
+            .args(["--shape", "INPUT:32,32,3", "-b", "1"])
+            .args([
+                "--concurrency-range",
+                "1:2",
+                "--measurement-interval",
+                "1000",
+            ])
+            .args(["--stability-percentage", "100", "--max-trials", "3", "-f"])
+            .arg(&csv)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "perf_analyzer -i {protocol} failed:\n{stdout}\n{}\nserver log:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            server.log_text()
+        );
+        // Server-side statistics (ModelStatistics) were read: its "Server:" block.
+        assert!(
+            stdout.contains("Server:") && stdout.contains("Inference count"),
+            "{stdout}"
+        );
+        let text = std::fs::read_to_string(&csv).unwrap();
+        let rows: Vec<&str> = text.lines().skip(1).collect();
+        assert_eq!(rows.len(), 2, "{text}");
+        for row in rows {
+            let throughput: f64 = row.split(',').nth(1).unwrap().parse().unwrap();
+            assert!(throughput > 0.0, "{protocol}: {row}");
+        }
+    }
+}

@@ -271,12 +271,8 @@ async fn run(
     let metrics_task = tokio::spawn(metrics_server);
     let (http_addr, rest_task) = match (listeners.http, inference) {
         (Some(listener), Some(svc)) => {
-            let mut rest_stop = parts.shutdown_rx.clone();
-            let app = rest::router(svc, keys, cfg.network.payload_limit);
-            let (a, fut) = rest::bind(listener, app, async move {
-                let _ = rest_stop.wait_for(|s| *s).await;
-            })?;
-            (Some(a), Some(tokio::spawn(fut)))
+            let (a, task) = start_rest(&cfg, listener, svc, keys, &parts.shutdown_rx)?;
+            (Some(a), Some(task))
         }
         _ => (None, None),
     };
@@ -291,16 +287,7 @@ async fn run(
     let (draining_tx, draining_rx) = tokio::sync::oneshot::channel::<Instant>();
     let manager = parts.manager.clone();
     let drain = drain(&cfg, parts, stop, draining_tx);
-    // TCP_NODELAY on every accepted connection (tonic sets it only on listeners it binds
-    // itself): without it a small response waits on the client's delayed ACK, ~30 ms a call.
-    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
-        conn.inspect(|s| {
-            if let Err(e) = s.set_nodelay(true) {
-                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
-            }
-        })
-    });
-    let server = router.serve_with_incoming_shutdown(incoming, drain);
+    let server = router.serve_with_incoming_shutdown(nodelay(listener), drain);
     // In-flight calls get the grace period to finish; calls that never end by themselves
     // (health Watch streams, idle RestoreStreams of clients that do not hang up) do not hold the
     // process beyond it.
@@ -332,6 +319,36 @@ async fn run(
     }
     tracing::info!(jobs_left_running = left, "stopped");
     Ok(())
+}
+
+/// The connections of `listener`, each with TCP_NODELAY (tonic sets it only on listeners it
+/// binds itself): without it a small response waits on the client's delayed ACK, ~30 ms a call.
+fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(TcpListenerStream::new(listener), |conn| {
+        conn.inspect(|s| {
+            if let Err(e) = s.set_nodelay(true) {
+                tracing::warn!(error = %e, "cannot set TCP_NODELAY");
+            }
+        })
+    })
+}
+
+/// Serves the inference protocol's REST binding on `listener` until shutdown.
+fn start_rest(
+    cfg: &ServerConfig,
+    listener: tokio::net::TcpListener,
+    svc: inference::InferenceService,
+    keys: Option<Arc<auth::ApiKeys>>,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let mut stop = shutdown_rx.clone();
+    let app = rest::router(svc, keys, cfg.network.payload_limit);
+    let (addr, fut) = rest::bind(listener, app, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    })?;
+    Ok((addr, tokio::spawn(fut)))
 }
 
 /// Starts claiming jobs (when the Training role runs) and reports the training service ready.
