@@ -269,8 +269,10 @@ async fn run(
             let _ = metrics_stop.wait_for(|s| *s).await;
         })?;
     let metrics_task = tokio::spawn(metrics_server);
+    // Plain HTTP never runs beside a TLS gRPC port (validate() refuses the flag; this covers
+    // listeners handed to serve_on).
     let (http_addr, rest_task) = match (listeners.http, inference) {
-        (Some(listener), Some(svc)) => {
+        (Some(listener), Some(svc)) if cfg.auth.tls_cert.is_none() => {
             let (a, task) = start_rest(&cfg, listener, svc, keys, &parts.shutdown_rx)?;
             (Some(a), Some(task))
         }
