@@ -310,3 +310,62 @@ fn identity_init_cosine_and_isp_train_deterministically_and_resume_exactly() {
     train::run(&common::tiny_spec(&clean, 6, 3), &opts(&plain, false)).unwrap();
     assert!(weights(&a) != weights(&plain));
 }
+
+/// TensorBoard's own reader (`EventAccumulator`, pip `tensorboard`) finds in the run's
+/// `tensorboard/` every point of `metrics.jsonl` once, with its step and value (as float32),
+/// also after a crash that left a point in the log and a resume.
+#[test]
+fn tensorboard_reads_every_point_once_across_a_crash_and_resume() {
+    let python = std::env::var("NOISEDA_PYTHON").unwrap_or_else(|_| "python3".into());
+    let probe = std::process::Command::new(&python)
+        .args(["-c", "import tensorboard"])
+        .output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!(
+            "SKIP tensorboard_reads_every_point_once_across_a_crash_and_resume: `{python}` \
+             cannot import tensorboard (pip install tensorboard; .ci/run does)"
+        );
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 4, 48, 40);
+    let run = tmp.path().join("run");
+    train::run(&common::tiny_spec(&clean, 3, 3), &opts(&run, false)).unwrap();
+    // Died after logging step 4 to the metric log, before its event reached TensorBoard's file.
+    let mut log = std::fs::OpenOptions::new()
+        .append(true)
+        .open(run.join("metrics.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(
+        &mut log,
+        b"{\"seq\":4,\"step\":4,\"wall\":1.0,\"series\":\"charbonnier\",\"split\":\"train\",\"value\":9.0}\n",
+    )
+    .unwrap();
+    train::run(&common::tiny_spec(&clean, 6, 3), &opts(&run, true)).unwrap();
+
+    let out = std::process::Command::new(&python)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/python/tensorboard_scalars.py"
+        ))
+        .arg(run.join("tensorboard"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tb: std::collections::BTreeMap<String, Vec<(u64, f64)>> =
+        serde_json::from_slice(&out.stdout).unwrap();
+    let points = noiseda::runlog::read_metric_log(&run.join("metrics.jsonl")).unwrap();
+    let mut want: std::collections::BTreeMap<String, Vec<(u64, f64)>> = Default::default();
+    for p in &points {
+        want.entry(noiseda::runlog::tensorboard_tag(p.split, &p.series))
+            .or_default()
+            .push((p.step, p.value as f32 as f64));
+    }
+    assert_eq!(tb, want);
+    assert_eq!(want["train/charbonnier"].len(), 6, "{want:?}");
+    assert!(want["train/charbonnier"].contains(&(4, 9.0)));
+}

@@ -1,8 +1,9 @@
 //! The training metric log: each job's append-only `metrics.jsonl` of [`MetricPoint`]s
-//! (read, repaired after a crash, appended to) and the curves drawn from it ([`curves`]).
-//! Blocking.
+//! (read, repaired after a crash, appended to), mirrored as TensorBoard event files
+//! ([`tensorboard`]), and the curves drawn from it ([`curves`]). Blocking.
 
 pub mod curves;
+pub mod tensorboard;
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -73,6 +74,13 @@ pub struct MetricLog {
     /// Newest step already in the log and the (series, split) pairs logged at it: a resumed
     /// run recomputes the steps after its checkpoint exactly and does not log them twice.
     logged: Option<(u64, HashSet<(String, Split)>)>,
+    /// The same points as TensorBoard scalars, in `tensorboard/` beside the log.
+    events: tensorboard::EventWriter,
+}
+
+/// The TensorBoard tag of a point: `train/charbonnier`, `val/psnr`, ….
+pub fn tensorboard_tag(split: Split, series: &str) -> String {
+    format!("{split}/{series}")
 }
 
 /// Reads a metric log; a torn last line (a crash mid-write) is dropped. Lines written before
@@ -131,6 +139,18 @@ impl MetricLog {
             .append(true)
             .open(&path)
             .map_err(|e| Error::io(&path, e))?;
+        let dir = path
+            .parent()
+            .map_or_else(|| PathBuf::from("tensorboard"), |d| d.join("tensorboard"));
+        let mut events = tensorboard::EventWriter::recreate(&dir)?;
+        for p in &points {
+            events.scalar(
+                &tensorboard_tag(p.split, &p.series),
+                p.step,
+                p.wall,
+                p.value,
+            )?;
+        }
         let logged = points.last().map(|last| {
             let at_last = points
                 .iter()
@@ -144,6 +164,7 @@ impl MetricLog {
             path,
             seq: points.last().map_or(0, |p| p.seq),
             logged,
+            events,
         })
     }
 
@@ -175,6 +196,8 @@ impl MetricLog {
         self.file
             .write_all(&line)
             .map_err(|e| Error::io(&self.path, e))?;
+        self.events
+            .scalar(&tensorboard_tag(split, series), step, p.wall, value)?;
         Ok(Some(p))
     }
 }
