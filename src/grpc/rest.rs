@@ -661,11 +661,11 @@ fn infer_answer(resp: kserve::ModelInferResponse, binary: bool) -> Answer {
         "model_name": resp.model_name,
         "model_version": resp.model_version,
         "outputs": outputs,
-    })
-    .to_string();
+    });
     if !binary {
-        return ok_json(serde_json::from_str(&head).unwrap_or(Value::Null));
+        return ok_json(head);
     }
+    let head = head.to_string();
     let len = head.len();
     let mut body = head.into_bytes();
     body.extend_from_slice(&raw);
