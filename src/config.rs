@@ -52,6 +52,28 @@ pub struct JobSpec {
     pub validation: ValidationSpec,
     #[serde(default)]
     pub export: ExportSpec,
+    /// Where the run's points go besides `metrics.jsonl`.
+    #[serde(default)]
+    pub tracking: TrackingSpec,
+}
+
+/// `[tracking]`: the exporters of a run's metric log.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TrackingSpec {
+    /// Mirror the points and validation crops as TensorBoard event files in `tensorboard/`.
+    #[serde(default = "yes")]
+    pub tensorboard: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for TrackingSpec {
+    fn default() -> Self {
+        Self { tensorboard: true }
+    }
 }
 
 fn default_device() -> String {
@@ -225,7 +247,7 @@ impl Default for CheckpointSpec {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ValidationSpec {
     /// Validate on `data.val` every N steps (and at the end); 0 = only at the end.
@@ -234,6 +256,27 @@ pub struct ValidationSpec {
     /// Tile size for validation inference (0 = whole image).
     #[serde(default)]
     pub tile: usize,
+    /// How many validation pairs (the first, by name) get a crop picture at each validation:
+    /// noisy | restored | ground truth, in `val-crops/` and TensorBoard. 0 = none.
+    #[serde(default = "default_val_crops")]
+    pub crops: usize,
+}
+
+fn default_val_crops() -> usize {
+    3
+}
+
+/// The most validation crops a spec may ask for.
+pub const MAX_VAL_CROPS: usize = 16;
+
+impl Default for ValidationSpec {
+    fn default() -> Self {
+        Self {
+            every: 0,
+            tile: 0,
+            crops: default_val_crops(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -438,6 +481,15 @@ impl JobSpec {
             bad.push(Error::invalid(
                 "validation.tile",
                 "must be 0 (whole image) or a multiple of 8 of at least 16",
+            ));
+        }
+        if self.validation.crops > MAX_VAL_CROPS {
+            bad.push(Error::invalid(
+                "validation.crops",
+                format!(
+                    "must be at most {MAX_VAL_CROPS}, got {}",
+                    self.validation.crops
+                ),
             ));
         }
         bad

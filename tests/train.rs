@@ -329,8 +329,22 @@ fn tensorboard_reads_every_point_once_across_a_crash_and_resume() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let clean = common::write_photos(&tmp.path().join("clean"), 4, 48, 40);
+    let val_gt = common::write_photos(&tmp.path().join("val/gt"), 2, 40, 32);
+    let val_lq = common::write_photos(&tmp.path().join("val/lq"), 2, 40, 32);
+    let spec = |steps| {
+        let mut s = common::tiny_spec(&clean, steps, 3);
+        s.data.val = Some(noiseda::config::PairedSpec {
+            lq: Some(val_lq.clone()),
+            gt: Some(val_gt.clone()),
+            root: None,
+            max_images: 0,
+        });
+        s.validation.every = 2;
+        s.validation.crops = 2;
+        s
+    };
     let run = tmp.path().join("run");
-    train::run(&common::tiny_spec(&clean, 3, 3), &opts(&run, false)).unwrap();
+    train::run(&spec(3), &opts(&run, false)).unwrap();
     // Died after logging step 4 to the metric log, before its event reached TensorBoard's file.
     let mut log = std::fs::OpenOptions::new()
         .append(true)
@@ -341,7 +355,7 @@ fn tensorboard_reads_every_point_once_across_a_crash_and_resume() {
         b"{\"seq\":4,\"step\":4,\"wall\":1.0,\"series\":\"charbonnier\",\"split\":\"train\",\"value\":9.0}\n",
     )
     .unwrap();
-    train::run(&common::tiny_spec(&clean, 6, 3), &opts(&run, true)).unwrap();
+    train::run(&spec(6), &opts(&run, true)).unwrap();
 
     let out = std::process::Command::new(&python)
         .arg(concat!(
@@ -356,16 +370,78 @@ fn tensorboard_reads_every_point_once_across_a_crash_and_resume() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let tb: std::collections::BTreeMap<String, Vec<(u64, f64)>> =
-        serde_json::from_slice(&out.stdout).unwrap();
+    type Tags<T> = std::collections::BTreeMap<String, Vec<T>>;
+    #[derive(serde::Deserialize)]
+    struct Read {
+        scalars: Tags<(u64, f64)>,
+        images: Tags<(u64, u32, u32, String)>,
+    }
+    let read: Read = serde_json::from_slice(&out.stdout).unwrap();
+    // Event files hold f32: compare at that precision (JSON's decimal text is not exact).
+    let tb: Tags<(u64, f32)> = read
+        .scalars
+        .into_iter()
+        .map(|(t, v)| (t, v.into_iter().map(|(s, x)| (s, x as f32)).collect()))
+        .collect();
     let points = noiseda::runlog::read_metric_log(&run.join("metrics.jsonl")).unwrap();
-    let mut want: std::collections::BTreeMap<String, Vec<(u64, f64)>> = Default::default();
+    let mut want: Tags<(u64, f32)> = Default::default();
     for p in &points {
         want.entry(noiseda::runlog::tensorboard_tag(p.split, &p.series))
             .or_default()
-            .push((p.step, p.value as f32 as f64));
+            .push((p.step, p.value as f32));
     }
     assert_eq!(tb, want);
     assert_eq!(want["train/charbonnier"].len(), 6, "{want:?}");
     assert!(want["train/charbonnier"].contains(&(4, 9.0)));
+    assert_eq!(
+        want["val/psnr"].len(),
+        4,
+        "validations at 2, 3, 4, 6: {want:?}"
+    );
+
+    // Every validation's crops, once each, with the bytes of the saved PNGs.
+    let mut want_images: Tags<(u64, u32, u32, String)> = Default::default();
+    for (step, index, path) in noiseda::runlog::list_crops(&run).unwrap() {
+        let bytes = std::fs::read(&path).unwrap();
+        let (w, h) = image::load_from_memory(&bytes)
+            .unwrap()
+            .to_rgb8()
+            .dimensions();
+        let sha = format!("{:x}", <sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        want_images
+            .entry(noiseda::runlog::crop_tag(index))
+            .or_default()
+            .push((step, w, h, sha));
+    }
+    assert_eq!(read.images, want_images);
+    let steps: Vec<u64> = want_images["val/crop/1"].iter().map(|i| i.0).collect();
+    assert_eq!(steps, [2, 3, 4, 6]);
+    assert_eq!(want_images.len(), 2, "crops = 2");
+}
+
+#[test]
+fn tensorboard_off_writes_no_event_files_and_keeps_the_crops() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 40);
+    let val = common::write_photos(&tmp.path().join("val"), 1, 40, 32);
+    let mut spec = common::tiny_spec(&clean, 2, 0);
+    spec.data.val = Some(noiseda::config::PairedSpec {
+        lq: Some(val.clone()),
+        gt: Some(val),
+        root: None,
+        max_images: 0,
+    });
+    spec.tracking.tensorboard = false;
+    let run = tmp.path().join("run");
+    train::run(&spec, &opts(&run, false)).unwrap();
+    assert!(!run.join("tensorboard").exists());
+    let crops = noiseda::runlog::list_crops(&run).unwrap();
+    assert_eq!(crops.len(), 1, "one pair, one validation: {crops:?}");
+    let img = image::open(&crops[0].2).unwrap();
+    // noisy | restored | ground truth, each the 32×32 centre at 2× under a 28 px label.
+    assert_eq!((img.width(), img.height()), (3 * 64 + 2 * 6, 64 + 28));
+
+    spec.validation.crops = noiseda::config::MAX_VAL_CROPS + 1;
+    let e = spec.validate().unwrap_err().to_string();
+    assert!(e.contains("validation.crops"), "{e}");
 }

@@ -324,15 +324,27 @@ fn draw(panels: &[Panel], out: &Path) -> std::result::Result<(), Box<dyn std::er
 /// its label, written as one PNG so a person can see what the numbers mean.
 pub fn crop_strip(
     tiles: &[(String, &image::RgbImage)],
-    (x, y): (u32, u32),
+    at: (u32, u32),
     side: u32,
     zoom: u32,
     out: &Path,
 ) -> Result<PathBuf> {
+    let img = crop_strip_image(tiles, at, side, zoom)
+        .map_err(|e| Error::data(format!("crop strip {}: {e}", out.display())))?;
+    crate::data::save_rgb(out, &img)?;
+    Ok(out.to_path_buf())
+}
+
+/// The picture [`crop_strip`] writes.
+pub fn crop_strip_image(
+    tiles: &[(String, &image::RgbImage)],
+    (x, y): (u32, u32),
+    side: u32,
+    zoom: u32,
+) -> std::result::Result<image::RgbImage, String> {
     register_font();
-    let bad = |m: String| Error::data(format!("crop strip {}: {m}", out.display()));
     if tiles.is_empty() || side == 0 || zoom == 0 {
-        return Err(bad("nothing to draw".into()));
+        return Err("nothing to draw".into());
     }
     let (label_h, gap) = (28u32, 6u32);
     let cell = side * zoom;
@@ -340,11 +352,11 @@ pub fn crop_strip(
     let mut canvas = image::RgbImage::from_pixel(w, h, image::Rgb([255, 255, 255]));
     for (i, (_, img)) in tiles.iter().enumerate() {
         if x + side > img.width() || y + side > img.height() {
-            return Err(bad(format!(
+            return Err(format!(
                 "window {side}x{side} at ({x}, {y}) leaves a {}x{} image",
                 img.width(),
                 img.height()
-            )));
+            ));
         }
         let x0 = i as u32 * (cell + gap);
         for dy in 0..cell {
@@ -364,13 +376,11 @@ pub fn crop_strip(
                 (x0 + 4, 5),
                 (FAMILY, 16).into_font().color(&BLACK),
             ))
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| e.to_string())?;
         }
-        root.present().map_err(|e| bad(e.to_string()))?;
+        root.present().map_err(|e| e.to_string())?;
     }
-    let img = image::RgbImage::from_raw(w, h, buf).expect("buffer is w*h*3. This is a bug.");
-    crate::data::save_rgb(out, &img)?;
-    Ok(out.to_path_buf())
+    Ok(image::RgbImage::from_raw(w, h, buf).expect("buffer is w*h*3. This is a bug."))
 }
 
 /// (min, max) of finite values, widened when empty or flat.

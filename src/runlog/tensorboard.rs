@@ -1,5 +1,5 @@
 //! TensorBoard event files: the metric log's points as scalars (`train/charbonnier`,
-//! `val/psnr`, …) in `tensorboard/events.out.tfevents.*` beside `metrics.jsonl`. The format is
+//! `val/psnr`, …) and the validation crops as images (`val/crop/0`, …) in `tensorboard/events.out.tfevents.*` beside `metrics.jsonl`. The format is
 //! TFRecord — each record a little-endian u64 length, the masked CRC32C of those 8 bytes, the
 //! data, the masked CRC32C of the data — holding `tensorflow.Event` protos (encoded with prost
 //! from the field numbers of TensorFlow's `event.proto` / `summary.proto`). Blocking.
@@ -29,13 +29,29 @@ struct Summary {
     value: Vec<SummaryValue>,
 }
 
-/// `tensorflow.Summary.Value`: a tag and a scalar.
+/// `tensorflow.Summary.Value`: a tag and a scalar or an image.
 #[derive(Clone, PartialEq, prost::Message)]
 struct SummaryValue {
     #[prost(string, tag = "1")]
     tag: String,
     #[prost(float, optional, tag = "2")]
     simple_value: Option<f32>,
+    #[prost(message, optional, tag = "4")]
+    image: Option<SummaryImage>,
+}
+
+/// `tensorflow.Summary.Image`: an encoded (PNG) picture.
+#[derive(Clone, PartialEq, prost::Message)]
+struct SummaryImage {
+    #[prost(int32, tag = "1")]
+    height: i32,
+    #[prost(int32, tag = "2")]
+    width: i32,
+    /// 3 = RGB.
+    #[prost(int32, tag = "3")]
+    colorspace: i32,
+    #[prost(bytes = "vec", tag = "4")]
+    encoded_image_string: Vec<u8>,
 }
 
 /// TFRecord's CRC: CRC32C rotated and offset, so that a CRC of data holding CRCs stays strong.
@@ -107,6 +123,35 @@ impl EventWriter {
                 value: vec![SummaryValue {
                     tag: tag.to_string(),
                     simple_value: Some(value as f32),
+                    image: None,
+                }],
+            }),
+        })
+    }
+
+    /// One RGB picture, `png` its PNG encoding of `width`×`height` pixels.
+    pub fn image(
+        &mut self,
+        tag: &str,
+        step: u64,
+        wall: f64,
+        (width, height): (u32, u32),
+        png: Vec<u8>,
+    ) -> Result<()> {
+        self.write(&Event {
+            wall_time: wall,
+            step: step as i64,
+            file_version: None,
+            summary: Some(Summary {
+                value: vec![SummaryValue {
+                    tag: tag.to_string(),
+                    simple_value: None,
+                    image: Some(SummaryImage {
+                        height: height as i32,
+                        width: width as i32,
+                        colorspace: 3,
+                        encoded_image_string: png,
+                    }),
                 }],
             }),
         })

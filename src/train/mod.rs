@@ -217,11 +217,37 @@ pub fn validate(
     device: &Device,
     tiling: Option<Tiling>,
 ) -> Result<BTreeMap<String, f64>> {
+    Ok(validate_with_crops(net, range, val, device, tiling, 0)?.0)
+}
+
+/// The side of a validation crop's window and its magnification in the picture.
+const CROP_SIDE: u32 = 96;
+const CROP_ZOOM: u32 = 2;
+
+/// [`validate`], and for the first `crops` pairs the centre window of each as a picture:
+/// noisy | restored | ground truth.
+pub fn validate_with_crops(
+    net: &Restorer,
+    range: DataRange,
+    val: &PairedFolder,
+    device: &Device,
+    tiling: Option<Tiling>,
+    crops: usize,
+) -> Result<(BTreeMap<String, f64>, Vec<image::RgbImage>)> {
     let (mut psnr, mut ssim, mut debiased, mut cast) = (0.0, 0.0, 0.0, 0.0);
-    for pair in &val.pairs {
+    let mut pictures = Vec::new();
+    for (i, pair) in val.pairs.iter().enumerate() {
         let lq = crate::data::Image::from_rgb8(&pair.lq);
         let gt = crate::data::Image::from_rgb8(&pair.gt);
         let out = infer::restore_image(net, range, &lq, device, tiling)?;
+        if i < crops {
+            pictures.push(crop_picture(
+                &pair.name,
+                &pair.lq,
+                &out.to_rgb8(),
+                &pair.gt,
+            )?);
+        }
         let e = |e: quality::QualityError| Error::data(format!("{}: {e}", pair.name));
         psnr += quality::psnr(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
         ssim += quality::ssim(out.as_metric(), gt.as_metric(), Channel::Rgb).map_err(e)?;
@@ -231,12 +257,31 @@ pub fn validate(
         cast += bo.iter().zip(&bi).map(|(o, i)| (o - i).abs()).sum::<f64>() / 3.0;
     }
     let n = val.pairs.len() as f64;
-    Ok(BTreeMap::from([
+    let metrics = BTreeMap::from([
         ("psnr".to_string(), psnr / n),
         ("ssim".to_string(), ssim / n),
         ("psnr_debiased".to_string(), debiased / n),
         ("cast".to_string(), cast / n),
-    ]))
+    ]);
+    Ok((metrics, pictures))
+}
+
+/// The centre window of one validation pair: noisy | restored | ground truth.
+fn crop_picture(
+    name: &str,
+    lq: &image::RgbImage,
+    out: &image::RgbImage,
+    gt: &image::RgbImage,
+) -> Result<image::RgbImage> {
+    let side = CROP_SIDE.min(lq.width()).min(lq.height());
+    let at = ((lq.width() - side) / 2, (lq.height() - side) / 2);
+    let tiles = [
+        (format!("noisy {name}"), lq),
+        ("restored".to_string(), out),
+        ("ground truth".to_string(), gt),
+    ];
+    crate::runlog::curves::crop_strip_image(&tiles, at, side, CROP_ZOOM)
+        .map_err(|e| Error::data(format!("validation crop of {name}: {e}")))
 }
 
 fn to_device(batch: Batch, dev: &Device) -> Result<Batch> {
@@ -250,12 +295,20 @@ fn to_device(batch: Batch, dev: &Device) -> Result<Batch> {
 }
 
 /// The first spec key (dotted path) whose change would break an exact resume, if any.
-/// `steps`, `name`, `checkpoint`, `validation` and `export` may change between runs.
+/// `steps`, `name`, `checkpoint`, `validation`, `export` and `tracking` may change between
+/// runs.
 fn resume_mismatch(saved: &JobSpec, now: &JobSpec) -> Option<String> {
     fn normalise(s: &JobSpec) -> serde_json::Value {
         let mut v = serde_json::to_value(s).expect("JobSpec serialises. This is a bug.");
         let obj = v.as_object_mut().expect("JobSpec is an object");
-        for k in ["steps", "name", "checkpoint", "validation", "export"] {
+        for k in [
+            "steps",
+            "name",
+            "checkpoint",
+            "validation",
+            "export",
+            "tracking",
+        ] {
             obj.remove(k);
         }
         if let Some(d) = obj.get_mut("data").and_then(|d| d.as_object_mut()) {
@@ -370,7 +423,11 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         device: &device,
         objective: Objective::from_spec(spec.method, &spec.loss, &spec.diffusion)?,
         loader,
-        log: MetricLog::open(out.join("metrics.jsonl"), opts.resume)?,
+        log: MetricLog::open(
+            out.join("metrics.jsonl"),
+            opts.resume,
+            spec.tracking.tensorboard,
+        )?,
         val,
         tiling: (spec.validation.tile > 0).then(|| Tiling::new(spec.validation.tile)),
         control,
@@ -649,12 +706,13 @@ impl Steps<'_> {
     /// Validates the restorer, logs the metrics (points returned) and prints one line.
     fn validate(&mut self, step: u64) -> Result<Vec<MetricPoint>> {
         let val = self.val.as_ref().expect("validate is called with data.val");
-        let m = validate(
+        let (m, crops) = validate_with_crops(
             &self.state.model.restorer,
             self.spec.range(),
             val,
             self.device,
             self.tiling,
+            self.spec.validation.crops,
         )?;
         let mut points = Vec::new();
         if Control::lost(self.control) {
@@ -664,6 +722,7 @@ impl Steps<'_> {
             points.extend(self.log.push(step, k, Split::Val, *v)?);
             self.state.metrics.insert(format!("val/{k}"), *v);
         }
+        self.log.push_crops(step, &crops)?;
         self.bar.println(format!(
             "step {step}: val psnr {:.3} dB, ssim {:.4}, de-biased {:.3} dB, cast {:.2}/255",
             m["psnr"], m["ssim"], m["psnr_debiased"], m["cast"]
