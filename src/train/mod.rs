@@ -536,7 +536,7 @@ impl State {
         if let Some(key) = resume_mismatch(&loaded.meta.spec, spec) {
             return Err(Error::checkpoint(format!(
                 "{} was trained with a different `{key}`; resuming needs the same spec (only \
-                 steps, checkpoint, validation and export may change)",
+                 steps, checkpoint, validation, export and tracking may change)",
                 dir.display()
             )));
         }
