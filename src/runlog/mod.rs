@@ -4,6 +4,7 @@
 //! ([`curves`]). Blocking.
 
 pub mod curves;
+pub mod mlflow;
 pub mod tensorboard;
 
 use std::collections::HashSet;
