@@ -64,6 +64,19 @@ pub struct TrackingSpec {
     /// Mirror the points and validation crops as TensorBoard event files in `tensorboard/`.
     #[serde(default = "yes")]
     pub tensorboard: bool,
+    /// An MLflow tracking server (`http://host:5000`): one MLflow run per noiseda run.
+    #[serde(default)]
+    pub mlflow_uri: Option<String>,
+    /// The MLflow experiment (created when missing).
+    #[serde(default = "default_experiment")]
+    pub experiment: String,
+    /// The MLflow run's name; default the spec's `name`.
+    #[serde(default)]
+    pub run_name: Option<String>,
+}
+
+fn default_experiment() -> String {
+    "noiseda".into()
 }
 
 fn yes() -> bool {
@@ -72,7 +85,12 @@ fn yes() -> bool {
 
 impl Default for TrackingSpec {
     fn default() -> Self {
-        Self { tensorboard: true }
+        Self {
+            tensorboard: true,
+            mlflow_uri: None,
+            experiment: default_experiment(),
+            run_name: None,
+        }
     }
 }
 

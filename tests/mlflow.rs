@@ -164,3 +164,47 @@ fn a_crashed_and_resumed_run_reaches_mlflow_once_with_its_status() {
         );
     }
 }
+
+#[test]
+fn a_run_trains_through_a_dead_tracking_server_and_its_backlog_arrives_on_resume() {
+    let Some(bin) = mlflow_bin() else {
+        eprintln!("SKIP a_run_trains_through_a_dead_tracking_server…: no `mlflow` (see above)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 40);
+    let run = tmp.path().join("run");
+    let opts = |resume| TrainOptions {
+        out: run.clone(),
+        resume,
+        progress: false,
+        control: None,
+        job_id: Some("job-42".into()),
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_uri = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut spec = common::tiny_spec(&clean, 3, 3);
+    spec.tracking.mlflow_uri = Some(dead_uri);
+    spec.tracking.experiment = "noiseda-backlog".into();
+    let t0 = Instant::now();
+    let s = train::run(&spec, &opts(false)).unwrap();
+    assert_eq!(
+        s.steps, 3,
+        "training completes with the tracking server down"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(30), "{:?}", t0.elapsed());
+    assert!(mlflow::read_cursor(&run).unwrap().is_none());
+
+    let server = start_mlflow(&bin, tmp.path());
+    spec.steps = 6;
+    spec.tracking.mlflow_uri = Some(server.uri.clone());
+    train::run(&spec, &opts(true)).unwrap();
+    let c = mlflow::read_cursor(&run).unwrap().unwrap();
+    assert_eq!((c.sent_seq, c.ended), (6, Some(RunStatus::Finished)));
+    let h = history(&bin, &server.uri, &c.run_id);
+    assert_eq!(h.status, "FINISHED");
+    let steps: Vec<u64> = h.metrics["train/charbonnier"].iter().map(|m| m.0).collect();
+    assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
+    assert_eq!(h.params["tracking.experiment"], "noiseda-backlog");
+}

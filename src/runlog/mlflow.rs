@@ -307,6 +307,78 @@ pub fn sync(
     })
 }
 
+/// How often a running exporter sends what the log has gained.
+const EVERY: Duration = Duration::from_secs(5);
+/// How long the end of a run waits for a tracking server that does not answer.
+const FINAL_TRIES: u32 = 3;
+
+/// Sends a run's points to MLflow from its own thread while the run trains; a tracking
+/// server that is down never slows or fails training (the points wait in the metric log).
+pub struct Exporter {
+    stop: std::sync::mpsc::SyncSender<Option<RunStatus>>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// What an exporter needs, owned.
+pub struct Owned {
+    pub run_dir: PathBuf,
+    pub key: String,
+    pub uri: String,
+    pub experiment: String,
+    pub run_name: String,
+    pub params: Vec<(String, String)>,
+}
+
+impl Owned {
+    fn target(&self) -> Target<'_> {
+        Target {
+            uri: &self.uri,
+            experiment: &self.experiment,
+            run_name: &self.run_name,
+            params: self.params.clone(),
+        }
+    }
+}
+
+impl Exporter {
+    pub fn start(what: Owned) -> Self {
+        let (stop, rx) = std::sync::mpsc::sync_channel::<Option<RunStatus>>(1);
+        let thread = std::thread::spawn(move || {
+            let end = loop {
+                match rx.recv_timeout(EVERY) {
+                    Ok(end) => break end,
+                    Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                        if let Err(e) = sync(&what.run_dir, &what.key, &what.target(), None) {
+                            tracing::warn!("MLflow export is behind: {e}");
+                        }
+                    }
+                }
+            };
+            for attempt in 1..=FINAL_TRIES {
+                match sync(&what.run_dir, &what.key, &what.target(), end) {
+                    Ok(s) => {
+                        tracing::info!(run_id = %s.run_id, sent = s.sent, "MLflow run synced");
+                        return;
+                    }
+                    Err(e) if attempt == FINAL_TRIES => tracing::warn!(
+                        "MLflow export is behind: {e}; the rest is sent when this run resumes"
+                    ),
+                    Err(_) => std::thread::sleep(Duration::from_secs(attempt as u64)),
+                }
+            }
+        });
+        Self { stop, thread }
+    }
+
+    /// Sends the rest, ends the MLflow run with `end` (none: the run continues later), and
+    /// waits for the exporter thread.
+    pub fn finish(self, end: Option<RunStatus>) {
+        let _ = self.stop.send(end);
+        let _ = self.thread.join();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -381,9 +381,45 @@ impl Saver<'_> {
     }
 }
 
-/// Runs a whole training job on the calling thread (never call it on an async runtime).
+/// Runs a whole training job on the calling thread (never call it on an async runtime),
+/// with its points sent to MLflow alongside when the spec names a tracking server.
 pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     spec.validate()?;
+    let Some(uri) = &spec.tracking.mlflow_uri else {
+        return run_steps(spec, opts);
+    };
+    std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    let spec_json = serde_json::to_value(spec).expect("JobSpec serialises. This is a bug.");
+    let key = match &opts.job_id {
+        Some(id) => id.clone(),
+        None => std::fs::canonicalize(&opts.out)
+            .unwrap_or_else(|_| opts.out.clone())
+            .display()
+            .to_string(),
+    };
+    let exporter = crate::runlog::mlflow::Exporter::start(crate::runlog::mlflow::Owned {
+        run_dir: opts.out.clone(),
+        key,
+        uri: uri.clone(),
+        experiment: spec.tracking.experiment.clone(),
+        run_name: spec.tracking.run_name.clone().unwrap_or(spec.name.clone()),
+        params: crate::runlog::mlflow::flatten_params(&spec_json),
+    });
+    let result = run_steps(spec, opts);
+    use crate::runlog::mlflow::RunStatus;
+    let end = match &result {
+        Err(_) => Some(RunStatus::Failed),
+        Ok(s) => match s.stopped {
+            None => Some(RunStatus::Finished),
+            Some(StopReason::Cancel) => Some(RunStatus::Killed),
+            Some(_) => None,
+        },
+    };
+    exporter.finish(end);
+    result
+}
+
+fn run_steps(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
     let device = crate::device::open(&spec.device)?;
     let arch = spec.restorer.resolve()?;
     let out = &opts.out;
