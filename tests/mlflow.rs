@@ -143,6 +143,13 @@ fn a_crashed_and_resumed_run_reaches_mlflow_once_with_its_status() {
     // And a sync after the end sends nothing and ends nothing twice.
     let last = mlflow::sync(&run, "run-1", &target, Some(RunStatus::Finished)).unwrap();
     assert_eq!(last.sent, 0);
+    // With the cursor file gone altogether, the run is found again by its tag (no second run).
+    std::fs::remove_file(run.join("mlflow.json")).unwrap();
+    let found = mlflow::sync(&run, "run-1", &target, None).unwrap();
+    assert_eq!(
+        (found.run_id.as_str(), found.sent),
+        (first.run_id.as_str(), 6)
+    );
 
     let h = history(&bin, &server.uri, &first.run_id);
     assert_eq!(h.status, "FINISHED");
