@@ -215,3 +215,66 @@ fn a_run_trains_through_a_dead_tracking_server_and_its_backlog_arrives_on_resume
     assert_eq!(steps, [1, 2, 3, 4, 5, 6]);
     assert_eq!(h.params["tracking.experiment"], "noiseda-backlog");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_job_killed_and_resumed_ends_in_mlflow_with_every_point_once() {
+    use common::server::{start_request, state, tiny_toml, wait_for, Server};
+    use noiseda::pb;
+    let Some(bin) = mlflow_bin() else {
+        eprintln!("SKIP a_served_job_killed_and_resumed…: no `mlflow` (see above)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let mlflow_server = start_mlflow(&bin, tmp.path());
+    let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 40);
+    let data = tmp.path().join("data");
+    let flags = ["--mlflow-uri", mlflow_server.uri.as_str()];
+    let mut server = Server::start(&data, &flags);
+    let mut c = server.client().await;
+    let toml = tiny_toml("served", &clean, 400, 50, None);
+    let job = c
+        .start_job(start_request(&toml, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for(&mut c, &job.id, "step 120", |j| {
+        j.progress.as_ref().is_some_and(|p| p.step >= 120)
+    })
+    .await;
+    server.kill();
+    server = Server::start(&data, &flags);
+    c = server.client().await;
+    let done = wait_for(&mut c, &job.id, "completion", |j| {
+        state(j) == pb::JobState::Completed
+    })
+    .await;
+    assert_eq!(state(&done), pb::JobState::Completed);
+    // The exporter's last sync runs before the job's thread ends; the record may lead it.
+    let job_dir = data.join("jobs").join(&job.id);
+    let t0 = Instant::now();
+    let cursor = loop {
+        let c = mlflow::read_cursor(&job_dir).unwrap();
+        if let Some(c) = c.filter(|c| c.ended.is_some()) {
+            break c;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "MLflow run never ended"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    drop(server);
+    let h = history(&bin, &mlflow_server.uri, &cursor.run_id);
+    assert_eq!(h.status, "FINISHED");
+    let points = noiseda::runlog::read_metric_log(&job_dir.join("metrics.jsonl")).unwrap();
+    assert_eq!(points.len(), 400);
+    let got: Vec<(u64, i64)> = h.metrics["train/charbonnier"]
+        .iter()
+        .map(|m| (m.0, m.1))
+        .collect();
+    let want: Vec<(u64, i64)> = points
+        .iter()
+        .map(|p| (p.step, (p.wall * 1000.0).round() as i64))
+        .collect();
+    assert_eq!(got, want, "every point once, none missing");
+}

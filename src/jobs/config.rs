@@ -67,6 +67,10 @@ pub struct JobsConfig {
     /// replica restarted under the same name takes its jobs back without waiting.
     #[arg(long, env = "NOISEDA_REPLICA_ID", display_order = 12)]
     pub replica_id: Option<String>,
+    /// The MLflow tracking server (`http://host:5000`) of jobs whose spec names none in
+    /// `[tracking] mlflow_uri`.
+    #[arg(long, env = "NOISEDA_MLFLOW_URI", display_order = 14)]
+    pub mlflow_uri: Option<String>,
     /// Milliseconds a job's lease lasts without renewal: how soon another replica takes over
     /// the jobs of one that died (300 to 86400000).
     #[arg(

@@ -263,6 +263,9 @@ impl Manager {
         let (text, mut spec) = document.parse()?;
         let base = std::env::current_dir().map_err(|e| Error::io(".", e))?;
         spec.resolve_paths(&base);
+        if spec.tracking.mlflow_uri.is_none() {
+            spec.tracking.mlflow_uri = self.jobs.mlflow_uri.clone();
+        }
         let mut problems = spec.problems();
         if self.data_roots.is_empty() {
             problems.extend(spec.missing_paths());
