@@ -389,13 +389,25 @@ pub fn run(spec: &JobSpec, opts: &TrainOptions) -> Result<TrainSummary> {
         return run_steps(spec, opts);
     };
     std::fs::create_dir_all(&opts.out).map_err(|e| Error::io(&opts.out, e))?;
+    if !opts.resume {
+        // A fresh run is a new MLflow run: an earlier attempt's cursor does not belong to it.
+        let cursor = opts.out.join("mlflow.json");
+        if cursor.exists() {
+            std::fs::remove_file(&cursor).map_err(|e| Error::io(&cursor, e))?;
+        }
+    }
     let spec_json = serde_json::to_value(spec).expect("JobSpec serialises. This is a bug.");
+    // The tag that finds the MLflow run again when its cursor is lost: the job, or this
+    // directory and the time its run started afresh.
     let key = match &opts.job_id {
         Some(id) => id.clone(),
-        None => std::fs::canonicalize(&opts.out)
-            .unwrap_or_else(|_| opts.out.clone())
-            .display()
-            .to_string(),
+        None => format!(
+            "{}@{}",
+            std::fs::canonicalize(&opts.out)
+                .unwrap_or_else(|_| opts.out.clone())
+                .display(),
+            crate::clock::unix_ms()
+        ),
     };
     let exporter = crate::runlog::mlflow::Exporter::start(crate::runlog::mlflow::Owned {
         run_dir: opts.out.clone(),
