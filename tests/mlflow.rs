@@ -69,6 +69,16 @@ fn start_mlflow(bin: &Path, dir: &Path) -> Server {
     server
 }
 
+fn train_options(out: &Path, resume: bool, job_id: Option<&str>) -> TrainOptions {
+    TrainOptions {
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+        control: None,
+        job_id: job_id.map(str::to_string),
+    }
+}
+
 #[derive(serde::Deserialize)]
 struct History {
     status: String,
@@ -112,13 +122,7 @@ fn a_crashed_and_resumed_run_reaches_mlflow_once_with_its_status() {
     let server = start_mlflow(&bin, tmp.path());
     let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 40);
     let run = tmp.path().join("run");
-    let opts = |resume| TrainOptions {
-        out: run.clone(),
-        resume,
-        progress: false,
-        control: None,
-        job_id: None,
-    };
+    let opts = |resume| train_options(&run, resume, None);
     let spec3 = common::tiny_spec(&clean, 3, 3);
     let params = mlflow::flatten_params(&serde_json::to_value(&spec3).unwrap());
     let target = Target {
@@ -181,13 +185,7 @@ fn a_run_trains_through_a_dead_tracking_server_and_its_backlog_arrives_on_resume
     let tmp = tempfile::tempdir().unwrap();
     let clean = common::write_photos(&tmp.path().join("clean"), 3, 48, 40);
     let run = tmp.path().join("run");
-    let opts = |resume| TrainOptions {
-        out: run.clone(),
-        resume,
-        progress: false,
-        control: None,
-        job_id: Some("job-42".into()),
-    };
+    let opts = |resume| train_options(&run, resume, Some("job-42"));
     let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let dead_uri = format!("http://{}", dead.local_addr().unwrap());
     drop(dead);

@@ -115,18 +115,15 @@ impl EventWriter {
 
     /// One scalar point.
     pub fn scalar(&mut self, tag: &str, step: u64, wall: f64, value: f64) -> Result<()> {
-        self.write(&Event {
-            wall_time: wall,
-            step: step as i64,
-            file_version: None,
-            summary: Some(Summary {
-                value: vec![SummaryValue {
-                    tag: tag.to_string(),
-                    simple_value: Some(value as f32),
-                    image: None,
-                }],
-            }),
-        })
+        self.value(
+            step,
+            wall,
+            SummaryValue {
+                tag: tag.to_string(),
+                simple_value: Some(value as f32),
+                image: None,
+            },
+        )
     }
 
     /// One RGB picture, `png` its PNG encoding of `width`×`height` pixels.
@@ -138,22 +135,30 @@ impl EventWriter {
         (width, height): (u32, u32),
         png: Vec<u8>,
     ) -> Result<()> {
+        let image = SummaryImage {
+            height: height as i32,
+            width: width as i32,
+            colorspace: 3,
+            encoded_image_string: png,
+        };
+        self.value(
+            step,
+            wall,
+            SummaryValue {
+                tag: tag.to_string(),
+                simple_value: None,
+                image: Some(image),
+            },
+        )
+    }
+
+    /// An event holding one summary value.
+    fn value(&mut self, step: u64, wall: f64, value: SummaryValue) -> Result<()> {
         self.write(&Event {
             wall_time: wall,
             step: step as i64,
             file_version: None,
-            summary: Some(Summary {
-                value: vec![SummaryValue {
-                    tag: tag.to_string(),
-                    simple_value: None,
-                    image: Some(SummaryImage {
-                        height: height as i32,
-                        width: width as i32,
-                        colorspace: 3,
-                        encoded_image_string: png,
-                    }),
-                }],
-            }),
+            summary: Some(Summary { value: vec![value] }),
         })
     }
 
